@@ -1,0 +1,2 @@
+"""tinycnn.nn: modules, functional ops and initialisers."""
+from . import functional  # noqa: F401

@@ -1,0 +1,1 @@
+"""Differentiable ops: each file holds Function classes (forward + backward + formulas) and their functional API."""

@@ -1,0 +1,150 @@
+"""Activations and (log-)softmax.
+
+All are elementwise except softmax/log_softmax, which act along `dim`.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..backends import xp_of
+
+
+class ReLU(Function):
+    """y = max(x, 0).   dx = g * [x > 0]."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = xp_of(x).maximum(x, 0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (y > 0)
+
+
+class LeakyReLU(Function):
+    """y = x if x > 0 else s x.   dx = g if x > 0 else s g."""
+
+    @staticmethod
+    def forward(ctx, x, negative_slope=0.01):
+        ctx.save_for_backward(x)
+        ctx.slope = negative_slope
+        return xp_of(x).where(x > 0, x, x * negative_slope)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return xp_of(g).where(x > 0, g, g * ctx.slope)
+
+
+class Sigmoid(Function):
+    """y = 1 / (1 + exp(-x)), computed without overflow.   dx = g * y * (1 - y)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = xp_of(x)
+        # exp of a non-positive number never overflows
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y * (1 - y)
+
+
+class Tanh(Function):
+    """y = tanh(x).   dx = g * (1 - y^2)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = xp_of(x).tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+def log_softmax_array(x, dim):
+    """Stable log-softmax of a backend array: (x - m) - log(sum(exp(x - m))), m = max(x)."""
+    xp = xp_of(x)
+    shifted = x - x.max(axis=dim, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+class Softmax(Function):
+    """y_i = exp(x_i - m) / sum_j exp(x_j - m) along dim.
+
+    dx = y * (g - sum(g * y, dim)).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        xp = xp_of(x)
+        e = xp.exp(x - x.max(axis=dim, keepdims=True))
+        y = e / e.sum(axis=dim, keepdims=True)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return y * (g - (g * y).sum(axis=ctx.dim, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """y = x - m - log(sum exp(x - m)) along dim (never log of a softmax).
+
+    dx = g - softmax(x) * sum(g, dim),  softmax(x) = exp(y).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        y = log_softmax_array(x, dim)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g - xp_of(g).exp(y) * g.sum(axis=ctx.dim, keepdims=True)
+
+
+# ---------------------------------------------------------------------- functional API
+def _check(x, name="input"):
+    from ..tensor import Tensor
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tinycnn Tensor, got {type(x).__name__}")
+    return x
+
+
+def relu(x):
+    return ReLU.apply(_check(x))
+
+
+def leaky_relu(x, negative_slope=0.01):
+    return LeakyReLU.apply(_check(x), negative_slope=negative_slope)
+
+
+def sigmoid(x):
+    return Sigmoid.apply(_check(x))
+
+
+def tanh(x):
+    return Tanh.apply(_check(x))
+
+
+def softmax(x, dim):
+    return _check(x).softmax(dim)
+
+
+def log_softmax(x, dim):
+    return _check(x).log_softmax(dim)

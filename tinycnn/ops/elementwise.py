@@ -1,0 +1,228 @@
+"""Arithmetic with NumPy broadcasting, and matrix products.
+
+Shapes: inputs broadcast to a common shape S; each gradient is summed back to its
+input's shape by the autograd engine (`autograd.unbroadcast`).
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..backends import xp_of
+
+
+class Add(Function):
+    """y = a + b.   da = g,  db = g."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+class Sub(Function):
+    """y = a - b.   da = g,  db = -g."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        return a - b
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, (-g if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    """y = a * b.   da = g * b,  db = g * a."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return (g * b if ctx.needs_input_grad[0] else None,
+                g * a if ctx.needs_input_grad[1] else None)
+
+
+class Div(Function):
+    """y = a / b.   da = g / b,  db = -g * a / b^2."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return (g / b if ctx.needs_input_grad[0] else None,
+                -g * a / (b * b) if ctx.needs_input_grad[1] else None)
+
+
+class Pow(Function):
+    """y = a ** b.   da = g * b * a^(b-1),  db = g * y * log(a)  (0 where a <= 0)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        y = a ** b
+        ctx.save_for_backward(a, b, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, y = ctx.saved_tensors
+        xp = xp_of(g)
+        da = g * b * a ** (b - 1) if ctx.needs_input_grad[0] else None
+        db = None
+        if ctx.needs_input_grad[1]:
+            safe = xp.where(a > 0, a, 1)
+            db = g * y * xp.log(safe)
+        return da, db
+
+
+class Neg(Function):
+    """y = -a.   da = -g."""
+
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Exp(Function):
+    """y = exp(a).   da = g * y."""
+
+    @staticmethod
+    def forward(ctx, a):
+        y = xp_of(a).exp(a)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y
+
+
+class Log(Function):
+    """y = log(a).   da = g / a."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return xp_of(a).log(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g / a
+
+
+class Sqrt(Function):
+    """y = sqrt(a).   da = g / (2 y)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        y = xp_of(a).sqrt(a)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g / (2 * y)
+
+
+class Abs(Function):
+    """y = |a|.   da = g * sign(a)  (0 at a = 0)."""
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return xp_of(a).abs(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        return g * xp_of(a).sign(a)
+
+
+class Clamp(Function):
+    """y = min(max(a, lo), hi).   da = g where lo <= a <= hi, else 0."""
+
+    @staticmethod
+    def forward(ctx, a, lo=None, hi=None):
+        xp = xp_of(a)
+        ctx.save_for_backward(a)
+        ctx.lo, ctx.hi = lo, hi
+        return xp.clip(a, lo, hi)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_tensors
+        mask = True
+        if ctx.lo is not None:
+            mask = mask & (a >= ctx.lo)
+        if ctx.hi is not None:
+            mask = mask & (a <= ctx.hi)
+        return g * mask
+
+
+class MatMul(Function):
+    """y = a @ b with NumPy matmul semantics (1-D operands and batch broadcasting).
+
+    For 2-D operands (M,K) @ (K,N):  da = g @ b^T,  db = a^T @ g.
+    """
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        xp = xp_of(g)
+        a2 = a[None, :] if a.ndim == 1 else a          # (K,) -> (1, K)
+        b2 = b[:, None] if b.ndim == 1 else b          # (K,) -> (K, 1)
+        g2 = g
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = xp.expand_dims(g2, -1)
+        da = db = None
+        if ctx.needs_input_grad[0]:
+            da = g2 @ xp.swapaxes(b2, -1, -2)
+            if a.ndim == 1:
+                da = da.reshape(da.shape[:-2] + (da.shape[-1],)) if da.ndim > 2 else da.reshape(-1)
+            if da.ndim > a.ndim:   # batch dims broadcast onto `a`
+                da = da.sum(axis=tuple(range(da.ndim - a.ndim)))
+        if ctx.needs_input_grad[1]:
+            db = xp.swapaxes(a2, -1, -2) @ g2
+            if b.ndim == 1:
+                db = db[..., 0]
+            if db.ndim > b.ndim:
+                db = db.sum(axis=tuple(range(db.ndim - b.ndim)))
+        return da, db
+
+
+class Where(Function):
+    """y = where(cond, a, b).   da = g * cond,  db = g * (1 - cond)."""
+
+    @staticmethod
+    def forward(ctx, cond, a, b):
+        ctx.save_for_backward(cond)
+        return xp_of(a).where(cond, a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        (cond,) = ctx.saved_tensors
+        xp = xp_of(g)
+        return None, xp.where(cond, g, 0), xp.where(cond, 0, g)

@@ -1,0 +1,1 @@
+"""tinycnn.optim: optimizers and learning-rate schedulers."""

@@ -1,0 +1,70 @@
+"""save/load of tensors as safetensors files (never pickle), written atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from .tensor import Tensor
+
+__all__ = ["save", "load", "atomic_write_bytes"]
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder and a rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(obj, path, metadata=None) -> None:
+    """Save a dict of name -> Tensor/array to a safetensors file at `path` (atomically).
+
+    metadata: optional dict of str -> str stored in the file header.
+    """
+    from safetensors.numpy import save as st_save
+
+    if not isinstance(obj, dict):
+        raise TypeError(f"obj must be a dict of names to Tensors or arrays, got {type(obj).__name__}")
+    arrays = {}
+    for k, v in obj.items():
+        if not isinstance(k, str):
+            raise TypeError(f"state dict keys must be str, got {k!r}")
+        a = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
+        arrays[k] = np.ascontiguousarray(a)
+    atomic_write_bytes(path, st_save(arrays, metadata=metadata))
+
+
+def load(path) -> dict:
+    """Load a safetensors file into a dict of name -> NumPy array."""
+    from safetensors.numpy import load as st_load
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such checkpoint file: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return dict(st_load(data))
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a valid safetensors file (corrupted or truncated?): {exc}") from exc
+
+
+def load_metadata(path) -> dict:
+    """The str -> str metadata stored in a safetensors file's header."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="numpy") as f:
+        return dict(f.metadata() or {})
