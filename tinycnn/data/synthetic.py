@@ -1,0 +1,73 @@
+"""`synthetic`: a learnable two-class image set generated in code (no download).
+
+Class 0 ("disc"): a filled disc. Class 1 ("blob"): an irregular star-like blob whose radius varies with the
+angle, r(theta) = r0 * (1 + sum_k a_k cos(k theta + phi_k)), k in {2..5}. Both have random centre, size
+and contrast, a soft edge, and sit in textured noise (low-pass filtered Gaussian noise plus white noise),
+so the only reliable cue is the outline. A small CNN separates them to > 95% accuracy within a few epochs.
+Everything is drawn from `numpy.random.default_rng([seed, split_index])`: the same seed gives the same
+arrays, and each split is independent of the other splits' sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ArrayDataset, DatasetInfo, DatasetSplits
+
+CLASS_NAMES = ("disc", "blob")
+
+
+def _texture(rng, n, size):
+    """Smooth random texture in about [-1, 1]: Gaussian noise low-pass filtered in the Fourier domain."""
+    noise = rng.standard_normal((n, size, size))
+    f = np.fft.fftfreq(size)
+    r2 = f[:, None] ** 2 + f[None, :] ** 2
+    sigma = rng.uniform(0.06, 0.15, size=(n, 1, 1))
+    smooth = np.fft.ifft2(np.fft.fft2(noise) * np.exp(-r2[None] / (2 * sigma ** 2))).real
+    return smooth / (smooth.std(axis=(1, 2), keepdims=True) + 1e-8)
+
+
+def make_images(n: int, size: int = 28, channels: int = 1, seed: int = 0, split_index: int = 0):
+    """Generate `n` images and balanced labels: float32 (n, channels, size, size) in [0, 1], int64 (n,)."""
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    if not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"size must be an int >= 8, got {size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    rng = np.random.default_rng([int(seed), int(split_index)])
+    labels = rng.permutation(np.arange(n) % 2).astype(np.int64)
+    s = size / 28.0
+    r0 = rng.uniform(4.5, 8.5, size=n) * s
+    margin = r0 * 1.3 + 1
+    cy = rng.uniform(margin, size - 1 - margin)
+    cx = rng.uniform(margin, size - 1 - margin)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    dy = yy[None] - cy[:, None, None]
+    dx = xx[None] - cx[:, None, None]
+    dist = np.hypot(dy, dx)
+    theta = np.arctan2(dy, dx)
+    k = np.arange(2, 6, dtype=np.float64)
+    amp = rng.uniform(0.08, 0.22, size=(n, k.size)) * (labels[:, None] == 1)
+    phase = rng.uniform(0, 2 * np.pi, size=(n, k.size))
+    wobble = np.einsum("nk,nkhw->nhw", amp, np.cos(k[None, :, None, None] * theta[:, None] + phase[..., None, None]))
+    radius = r0[:, None, None] * (1 + wobble)
+    mask = 1.0 / (1.0 + np.exp(-(radius - dist) / 0.6))
+    background = rng.uniform(0.25, 0.45, size=(n, 1, 1))
+    contrast = rng.uniform(0.18, 0.4, size=(n, 1, 1)) * rng.choice([-1.0, 1.0], size=(n, 1, 1), p=[0.2, 0.8])
+    img = background + contrast * mask
+    img = img + 0.07 * _texture(rng, n, size) + 0.035 * rng.standard_normal((n, size, size))
+    img = np.clip(img, 0.0, 1.0).astype(np.float32)[:, None]
+    if channels == 3:
+        tint = rng.uniform(0.85, 1.15, size=(n, 3, 1, 1)).astype(np.float32)
+        img = np.clip(img * tint, 0.0, 1.0).astype(np.float32)
+    return np.ascontiguousarray(img), labels
+
+
+def make_synthetic(n_train: int = 2000, n_val: int = 400, n_test: int = 400, size: int = 28, channels: int = 1,
+                   seed: int = 0) -> DatasetSplits:
+    """The `synthetic` dataset: discs (class 0) vs irregular blobs (class 1), binary-class, balanced."""
+    parts = [ArrayDataset(*make_images(n, size, channels, seed, i)) for i, n in enumerate((n_train, n_val, n_test))]
+    info = DatasetInfo(name="synthetic", task="binary-class", class_names=CLASS_NAMES, n_channels=channels,
+                       image_size=size, n_samples={"train": n_train, "val": n_val, "test": n_test},
+                       source="generated", extra={"seed": int(seed)})
+    return DatasetSplits(*parts, info)
