@@ -1,0 +1,165 @@
+"""max/avg/adaptive-avg pooling against PyTorch (forward and dx), gradcheck, ties, and bad input."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import tinycnn.nn.functional as F
+from tinycnn import backends
+from tinycnn.gradcheck import gradcheck
+from tinycnn.tensor import Tensor
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-10), np.float32: dict(rtol=1e-5, atol=1e-6)}
+TF = torch.nn.functional
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def cpu_family(request):
+    prev = backends.get_cpu_kernels()
+    backends.set_cpu_kernels(request.param)
+    yield request.param
+    backends.set_cpu_kernels(prev)
+
+
+def _compare(ours_fn, torch_fn, x, dtype, **opts):
+    rng = np.random.default_rng(0)
+    X = Tensor(x.astype(dtype), requires_grad=True)
+    y = ours_fn(X, **opts)
+    tx = torch.tensor(x.astype(dtype), requires_grad=True)
+    ty = torch_fn(tx, **opts)
+    assert y.shape == tuple(ty.shape)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    y.backward(Tensor(g))
+    ty.backward(torch.tensor(g))
+    assert y.dtype == dtype and X.grad.dtype == dtype
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), err_msg="y", **TOL[dtype])
+    np.testing.assert_allclose(X.grad.data, tx.grad.numpy(), err_msg="dx", **TOL[dtype])
+
+
+WINDOWS = [((2, 2), None, 0), ((3, 3), 2, 1), ((3, 3), 1, 1), ((2, 3), (1, 2), (1, 0)), ((3, 2), 3, (1, 1)),
+           ((5, 3), 2, (2, 1)), ((1, 1), 2, 0)]
+WIN_IDS = ["k2", "k3s2p1", "k3s1p1-overlap", "k23-s12-p10", "k32s3p1", "k53s2p21", "k1s2"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("kernel_size,stride,padding", WINDOWS, ids=WIN_IDS)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 11), (1, 1, 7, 6)], ids=["2x3x8x11", "1x1x7x6"])
+def test_max_pool2d_matches_torch(shape, kernel_size, stride, padding, dtype, cpu_family):
+    x = np.random.default_rng(1).standard_normal(shape)
+    _compare(F.max_pool2d, TF.max_pool2d, x, dtype, kernel_size=kernel_size, stride=stride, padding=padding)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("count_include_pad", [True, False], ids=["incl-pad", "excl-pad"])
+@pytest.mark.parametrize("kernel_size,stride,padding", WINDOWS, ids=WIN_IDS)
+@pytest.mark.parametrize("shape", [(2, 3, 8, 11), (1, 1, 7, 6)], ids=["2x3x8x11", "1x1x7x6"])
+def test_avg_pool2d_matches_torch(shape, kernel_size, stride, padding, count_include_pad, dtype, cpu_family):
+    x = np.random.default_rng(2).standard_normal(shape)
+    _compare(F.avg_pool2d, TF.avg_pool2d, x, dtype, kernel_size=kernel_size, stride=stride, padding=padding,
+             count_include_pad=count_include_pad)
+
+
+ADAPTIVE = list(itertools.product([(7, 7), (5, 9), (1, 1), (3, 4), (7, 7)], [(1, 1), (3, 3), (2, 5), (7, 7)]))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("hw,out", [(hw, out) for hw, out in ADAPTIVE if out[0] <= 7],
+                         ids=[f"{hw}->{out}" for hw, out in ADAPTIVE if out[0] <= 7])
+def test_adaptive_avg_pool2d_matches_torch(hw, out, dtype):
+    x = np.random.default_rng(3).standard_normal((2, 3) + hw)
+    _compare(F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, x, dtype, output_size=out)
+
+
+def test_adaptive_avg_pool2d_int_and_none_output_size():
+    x = np.random.default_rng(4).standard_normal((1, 2, 6, 5))
+    _compare(F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, x, np.float64, output_size=4)
+    _compare(F.adaptive_avg_pool2d, TF.adaptive_avg_pool2d, x, np.float64, output_size=(None, 2))
+
+
+def test_max_pool2d_ties_go_to_first_element_and_grad_lands_there(cpu_family):
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 1] = x[0, 0, 1, 0] = 5.0            # tie inside the first window: (1, 0) comes first
+    X = Tensor(x, requires_grad=True)
+    y = F.max_pool2d(X, 2)
+    y.sum().backward()
+    tx = torch.tensor(x, requires_grad=True)
+    TF.max_pool2d(tx, 2).sum().backward()
+    np.testing.assert_array_equal(X.grad.data, tx.grad.numpy())
+    assert X.grad.data[0, 0, 1, 0] == 1.0 and X.grad.data[0, 0, 1, 1] == 0.0
+
+
+def test_max_pool2d_overlapping_windows_add_gradients(cpu_family):
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 1.0                             # the max of all four 2x2 stride-1 windows
+    X = Tensor(x, requires_grad=True)
+    F.max_pool2d(X, 2, stride=1).sum().backward()
+    assert X.grad.data[0, 0, 1, 1] == 4.0 and X.grad.data.sum() == 4.0
+
+
+def test_max_pool2d_indices_follow_the_kernel_contract(cpu_family):
+    x = np.random.default_rng(5).standard_normal((2, 3, 7, 8)).astype(np.float32)
+    y, idx = backends.kernel("max_pool2d_forward", x)(x, (3, 3), (2, 2), (1, 1))
+    ty, tidx = TF.max_pool2d(torch.tensor(x), 3, 2, 1, return_indices=True)
+    assert idx.dtype == np.int32
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    np.testing.assert_array_equal(y, ty.numpy())
+
+
+def test_max_pool2d_propagates_nan(cpu_family):
+    x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    x[0, 0, 0, 1] = np.nan
+    y = F.max_pool2d(Tensor(x), 2).data
+    ty = TF.max_pool2d(torch.tensor(x), 2).numpy()
+    np.testing.assert_array_equal(y, ty)            # NaNs compare equal in assert_array_equal
+
+
+@pytest.mark.parametrize("fn,opts", [
+    (F.max_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+    (F.max_pool2d, dict(kernel_size=2, stride=1)),
+    (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1)),
+    (F.avg_pool2d, dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
+    (F.adaptive_avg_pool2d, dict(output_size=(2, 3))),
+], ids=["max-k3s2p1", "max-k2s1", "avg-k3s2p1", "avg-excl-pad", "adaptive"])
+def test_pool_gradcheck(fn, opts, cpu_family):
+    # distinct values keep the max away from ties, where the max is not differentiable
+    x = np.random.default_rng(6).permutation(2 * 2 * 5 * 6).reshape(2, 2, 5, 6) / 7.0
+    assert gradcheck(lambda t: fn(t, **opts), [Tensor(x, requires_grad=True)])
+
+
+def test_pool_deterministic(cpu_family):
+    x = Tensor(np.random.default_rng(7).standard_normal((4, 8, 12, 12)).astype(np.float32), requires_grad=True)
+    runs = []
+    for _ in range(2):
+        x.grad = None
+        (F.max_pool2d(x, 3, 1, 1) + F.avg_pool2d(x, 3, 1, 1)).sum().backward()
+        runs.append(x.grad.data.copy())
+    assert np.array_equal(runs[0], runs[1])
+
+
+def _t(*shape, dtype=np.float32):
+    return Tensor(np.zeros(shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: F.max_pool2d(_t(3, 8, 8), 2), ValueError, r"max_pool2d: input must be 4-D .* got shape \(3, 8, 8\)"),
+    (lambda: F.avg_pool2d(_t(1, 3, 8, 8), 2, padding=2), ValueError,
+     r"padding must be at most half of kernel_size, got padding=\(2, 2\), kernel_size=\(2, 2\)"),
+    (lambda: F.max_pool2d(_t(1, 3, 4, 4), 7, padding=1), ValueError,
+     r"kernel_size \(7, 7\) is larger than the padded input \(6, 6\)"),
+    (lambda: F.max_pool2d(_t(1, 3, 4, 4), 0), ValueError, r"kernel_size must be >= 1, got 0"),
+    (lambda: F.avg_pool2d(_t(1, 3, 4, 4), 2, stride=(1, 0)), ValueError, r"stride must be >= 1, got \(1, 0\)"),
+    (lambda: F.adaptive_avg_pool2d(_t(1, 3, 4, 4), 0), ValueError, r"output_size must be >= 1, got 0"),
+    (lambda: F.max_pool2d(np.zeros((1, 1, 4, 4)), 2), TypeError, r"input must be a tinycnn Tensor, got ndarray"),
+    (lambda: F.max_pool2d(_t(1, 1, 4, 4, dtype=np.int64), 2), TypeError, r"floating-point tensor, got dtype int64"),
+], ids=["rank", "padding-half", "kernel-too-big", "kernel0", "stride0", "adaptive0", "not-tensor", "int-dtype"])
+def test_pool_bad_input_messages(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(128, 32, 28, 28), (128, 64, 14, 14)])
+def test_reference_cnn_maxpool_shapes_match_torch(shape, cpu_family):
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    _compare(F.max_pool2d, TF.max_pool2d, x, np.float32, kernel_size=2)

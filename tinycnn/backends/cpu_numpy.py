@@ -1,0 +1,256 @@
+"""NumPy reference implementations of the convolution and pooling primitives (docs/kernels.md).
+
+These are the readable definitions every other kernel family is tested against. They are
+vectorised over the batch, the channels and the output pixels; the only Python loops run over
+the kH x kW kernel taps (and over batch chunks, to bound the im2col buffer).
+
+Shapes: x (N, C, H, W), w (O, C/groups, kH, kW), y (N, O, OH, OW) with
+
+    OH = (H + 2 ph - dh (kH - 1) - 1) // sh + 1        (the same for OW)
+
+The im2col buffer of one batch chunk never exceeds `get_im2col_cap_bytes()` bytes (default
+256 MiB, environment variable ``TINYCNN_IM2COL_CAP_MB``, or `set_im2col_cap_bytes`), except
+that one sample is always processed even when it alone is larger.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import register
+
+__all__ = [
+    "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
+    "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+]
+
+
+def _cap_from_env() -> int:
+    raw = os.environ.get("TINYCNN_IM2COL_CAP_MB", "").strip()
+    if not raw:
+        return 256 * 2**20
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"TINYCNN_IM2COL_CAP_MB must be a positive number of MiB, got {raw!r}") from None
+    if mb <= 0:
+        raise ValueError(f"TINYCNN_IM2COL_CAP_MB must be a positive number of MiB, got {raw!r}")
+    return int(mb * 2**20)
+
+
+_im2col_cap_bytes = _cap_from_env()
+
+
+def get_im2col_cap_bytes() -> int:
+    """The largest im2col buffer (bytes) one batch chunk may use."""
+    return _im2col_cap_bytes
+
+
+def set_im2col_cap_bytes(n: int) -> int:
+    """Set the im2col buffer cap in bytes; returns the previous value (so tests can restore it)."""
+    global _im2col_cap_bytes
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"im2col cap must be an int number of bytes, got {type(n).__name__}")
+    if n <= 0:
+        raise ValueError(f"im2col cap must be a positive number of bytes, got {n}")
+    prev = _im2col_cap_bytes
+    _im2col_cap_bytes = int(n)
+    return prev
+
+
+def conv_out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    """Output length of a convolution/pooling window sweep along one axis."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def batch_chunks(n: int, bytes_per_sample: int):
+    """Yield batch slices whose im2col buffers fit in the cap (at least one sample each)."""
+    step = max(1, get_im2col_cap_bytes() // max(1, bytes_per_sample))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _tap(i, j, out_hw, stride, dilation):
+    """The (rows, cols) slices of the padded input that kernel tap (i, j) reads for every output pixel."""
+    (oh, ow), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+            slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
+
+
+# --------------------------------------------------------------------------- im2col / col2im
+@register("im2col", "numpy")
+def im2col(x, kernel, stride, padding, dilation):
+    """cols[n, c, i, j, oh, ow] = x_pad[n, c, oh*sh + i*dh, ow*sw + j*dw]  (zero padding).
+
+    One buffer of shape (N, C, kH, kW, OH, OW), filled by one strided slice copy per tap.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(w, kw, stride[1], padding[1], dilation[1])
+    xp = _pad(x, padding)
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rs, cs = _tap(i, j, (oh, ow), stride, dilation)
+            cols[:, :, i, j] = xp[:, :, rs, cs]
+    return cols
+
+
+@register("col2im", "numpy")
+def col2im(cols, x_shape, kernel, stride, padding, dilation):
+    """The adjoint of im2col: dx_pad[n, c, oh*sh + i*dh, ow*sw + j*dw] += cols[n, c, i, j, oh, ow].
+
+    Each tap's slice is added back into the padded gradient (overlapping windows sum), then
+    the padding is cut off.
+    """
+    n, c, h, w = x_shape
+    kh, kw = kernel
+    ph, pw = padding
+    oh, ow = cols.shape[-2:]
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rs, cs = _tap(i, j, (oh, ow), stride, dilation)
+            dxp[:, :, rs, cs] += cols[:, :, i, j]
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w]) if (ph or pw) else dxp
+
+
+# --------------------------------------------------------------------------- convolution
+def _grouped_cols(cols, groups):
+    """(n, C, kH, kW, OH, OW) -> (n, G, C/G * kH * kW, OH * OW); a view of the contiguous buffer."""
+    n, c, kh, kw, oh, ow = cols.shape
+    return cols.reshape(n, groups, (c // groups) * kh * kw, oh * ow)
+
+
+@register("conv2d_forward", "numpy")
+def conv2d_forward(x, w, stride, padding, dilation, groups):
+    """y[n, g, o, p] = sum_k W[g, o, k] cols[n, g, k, p]: one GEMM per sample and group over im2col columns."""
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(wd, kw, stride[1], padding[1], dilation[1])
+    wg = w.reshape(groups, o // groups, cg * kh * kw)
+    y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    for sl in batch_chunks(n, c * kh * kw * oh * ow * x.itemsize):
+        cols = _grouped_cols(im2col(x[sl], (kh, kw), stride, padding, dilation), groups)
+        y[sl] = np.matmul(wg, cols).reshape(-1, o, oh, ow)
+    return y
+
+
+@register("conv2d_backward_data", "numpy")
+def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
+    """dcols[n, g] = W[g]^T gy[n, g]  (GEMM), then dx = col2im(dcols)."""
+    n, c, h, wd = x_shape
+    o, cg, kh, kw = w.shape
+    oh, ow = gy.shape[2:]
+    wgt = w.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1)
+    dx = np.empty(x_shape, dtype=gy.dtype)
+    for sl in batch_chunks(n, c * kh * kw * oh * ow * gy.itemsize):
+        gyg = gy[sl].reshape(-1, groups, o // groups, oh * ow)
+        dcols = np.matmul(wgt, gyg).reshape(-1, c, kh, kw, oh, ow)
+        dx[sl] = col2im(dcols, (dcols.shape[0], c, h, wd), (kh, kw), stride, padding, dilation)
+    return dx
+
+
+@register("conv2d_backward_weight", "numpy")
+def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
+    """dW[g, o, k] = sum_{n, p} gy[n, g, o, p] cols[n, g, k, p]: one GEMM per group and batch chunk."""
+    n = x.shape[0]
+    o, cg, kh, kw = w_shape
+    og = o // groups
+    oh, ow = gy.shape[2:]
+    dw = np.zeros((groups, og, cg * kh * kw), dtype=gy.dtype)
+    for sl in batch_chunks(n, x.shape[1] * kh * kw * oh * ow * x.itemsize):
+        cols = _grouped_cols(im2col(x[sl], (kh, kw), stride, padding, dilation), groups)
+        gyg = gy[sl].reshape(-1, groups, og, oh * ow)
+        for g in range(groups):
+            # contract over (sample, pixel): tensordot makes it a single GEMM
+            dw[g] += np.tensordot(gyg[:, g], cols[:, g], axes=([0, 2], [0, 2]))
+    return dw.reshape(w_shape)
+
+
+# --------------------------------------------------------------------------- pooling
+@register("max_pool2d_forward", "numpy")
+def max_pool2d_forward(x, kernel, stride, padding):
+    """y = max over each window of the (-inf padded) input; idx = h * W + w of the first maximum.
+
+    Taps are visited in row-major window order and only a strictly larger value (or the first
+    NaN) replaces the running maximum, so ties go to the first element, as in PyTorch.
+    """
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh = conv_out_size(h, kh, stride[0], padding[0], 1)
+    ow = conv_out_size(w, kw, stride[1], padding[1], 1)
+    xp = _pad(x, padding, value=-np.inf)
+    # flat index in the unpadded plane of tap (0, 0) of every window
+    base = ((np.arange(oh) * stride[0] - padding[0])[:, None] * w
+            + (np.arange(ow) * stride[1] - padding[1])[None, :]).astype(np.int32)
+    y = None
+    idx = None
+    for i in range(kh):
+        for j in range(kw):
+            rs, cs = _tap(i, j, (oh, ow), stride, (1, 1))
+            v = xp[:, :, rs, cs]
+            if y is None:
+                y = v.copy()
+                idx = np.broadcast_to(base, y.shape).copy()
+                continue
+            better = (v > y) | (np.isnan(v) & ~np.isnan(y))
+            np.copyto(y, v, where=better)
+            np.copyto(idx, base + np.int32(i * w + j), where=better)
+    return y, idx
+
+
+@register("max_pool2d_backward", "numpy")
+def max_pool2d_backward(gy, idx, x_shape):
+    """dx[n, c].flat[idx[n, c, p]] += gy[n, c, p]; overlapping windows add up."""
+    n, c, h, w = x_shape
+    planes = n * c
+    flat_idx = (idx.reshape(planes, -1).astype(np.int64)
+                + (np.arange(planes, dtype=np.int64) * (h * w))[:, None]).ravel()
+    # bincount sums repeated indices in a fixed order (deterministic), in float64
+    dx = np.bincount(flat_idx, weights=gy.ravel(), minlength=planes * h * w)
+    return dx.astype(gy.dtype, copy=False).reshape(x_shape)
+
+
+@register("avg_pool2d_forward", "numpy")
+def avg_pool2d_forward(x, kernel, stride, padding):
+    """y = (1 / (kH kW)) * sum of the window over the zero-padded input (count_include_pad=True)."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    oh = conv_out_size(h, kh, stride[0], padding[0], 1)
+    ow = conv_out_size(w, kw, stride[1], padding[1], 1)
+    xp = _pad(x, padding)
+    y = np.zeros((n, c, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rs, cs = _tap(i, j, (oh, ow), stride, (1, 1))
+            y += xp[:, :, rs, cs]
+    y *= 1.0 / (kh * kw)
+    return y
+
+
+@register("avg_pool2d_backward", "numpy")
+def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
+    """dx_pad[window(p)] += gy[p] / (kH kW), then the padding is cut off."""
+    n, c, h, w = x_shape
+    kh, kw = kernel
+    ph, pw = padding
+    oh, ow = gy.shape[2:]
+    g = gy * (1.0 / (kh * kw))
+    dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rs, cs = _tap(i, j, (oh, ow), stride, (1, 1))
+            dxp[:, :, rs, cs] += g
+    return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w])

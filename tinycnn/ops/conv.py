@@ -1,0 +1,136 @@
+"""2-D convolution: forward and backward through the conv2d_* primitives (docs/kernels.md).
+
+Shapes (NCHW): x (N, C, H, W), weight (O, C/G, kH, kW), bias (O,), y (N, O, OH, OW),
+
+    OH = floor((H + 2 ph - dh (kH - 1) - 1) / sh) + 1      (OW likewise)
+
+Forward, with cols = im2col(x): cols[n, (c, i, j), (oh, ow)] = x_pad[n, c, oh sh + i dh, ow sw + j dw],
+and the columns and weights split into G groups of C/G input and O/G output channels,
+
+    y[n, g] = W[g] @ cols[n, g] + b                  (W[g]: (O/G, C/G kH kW), one GEMM)
+
+Backward, given g = dL/dy:
+
+    db       = sum_{n, oh, ow} g[n, :, oh, ow]
+    dW[g]    = sum_n g[n, g] @ cols[n, g]^T          (GEMM over samples and pixels)
+    dx       = col2im(W[g]^T @ g[n, g])              (GEMM, then each tap added back)
+
+Derivations: docs/math.md ("Convolution"); tests: tests/test_conv.py.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..backends import kernel
+from ..backends.cpu_numpy import get_im2col_cap_bytes, set_im2col_cap_bytes
+
+__all__ = ["Conv2d", "conv2d", "pair", "set_im2col_cap_bytes", "get_im2col_cap_bytes"]
+
+
+def pair(value, name: str, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints -> (h, w) of Python ints, each >= minimum; else ValueError/TypeError."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
+        out = (int(value), int(value))
+    else:
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+        if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            raise ValueError(f"{name} must be an int or a pair of 2 ints, got {value!r}")
+        out = (int(items[0]), int(items[1]))
+    if min(out) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return out
+
+
+class Conv2d(Function):
+    """y = conv2d(x, W) + b over im2col columns; see the module docstring for the formulas.
+
+    forward(ctx, x, w, b, stride, padding, dilation, groups) -> y (N, O, OH, OW)
+    backward(ctx, g) -> (dx (N, C, H, W), dW (O, C/G, kH, kW), db (O,)), each only when needed.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b=None, *, stride, padding, dilation, groups):
+        y = kernel("conv2d_forward", x)(x, w, stride, padding, dilation, groups)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        ctx.save_for_backward(x, w)
+        ctx.opts = (stride, padding, dilation, groups)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.opts
+        need_x, need_w = ctx.needs_input_grad[:2]
+        need_b = len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]
+        if not g.flags.c_contiguous:
+            g = g.copy()
+        dx = dw = db = None
+        if need_x:
+            dx = kernel("conv2d_backward_data", g)(g, w, x.shape, stride, padding, dilation, groups)
+        if need_w:
+            dw = kernel("conv2d_backward_weight", g)(g, x, w.shape, stride, padding, dilation, groups)
+        if need_b:
+            db = g.sum(axis=(0, 2, 3))
+        return dx, dw, db
+
+
+def _check_tensor(t, name):
+    from ..tensor import Tensor
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tinycnn Tensor, got {type(t).__name__}")
+    if t.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation as PyTorch's ``torch.nn.functional.conv2d``.
+
+    x (N, C, H, W); weight (O, C/groups, kH, kW); bias (O,) or None; stride, padding, dilation:
+    int or (h, w) pair; groups divides C and O (groups == C == O is a depthwise convolution).
+    Returns (N, O, OH, OW). Formulas of the forward and backward pass: see this module's docstring.
+    """
+    _check_tensor(x, "input")
+    _check_tensor(weight, "weight")
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must be 4-D (C_out, C_in/groups, kH, kW), got shape {weight.shape}")
+    if bias is not None:
+        _check_tensor(bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},) (C_out), got {bias.shape}")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"conv2d: bias dtype must equal input dtype {x.dtype}, got {bias.dtype}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"conv2d: weight dtype must equal input dtype {x.dtype}, got {weight.dtype}")
+    stride = pair(stride, "stride", 1)
+    padding = pair(padding, "padding", 0)
+    dilation = pair(dilation, "dilation", 1)
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"conv2d: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"conv2d: groups must be >= 1, got {groups}")
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    if c % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide the input channels, got C_in={c}")
+    if o % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide the output channels, got C_out={o}")
+    if cg * groups != c:
+        raise ValueError(
+            f"conv2d: input has {c} channels but weight expects weight.shape[1] * groups = "
+            f"{cg} * {groups} = {cg * groups} (weight shape {weight.shape})")
+    for axis, size, k, p, d in (("height", h, kh, padding[0], dilation[0]),
+                                ("width", w, kw, padding[1], dilation[1])):
+        if (k - 1) * d + 1 > size + 2 * p:
+            raise ValueError(
+                f"conv2d: kernel {axis} (dilated: {(k - 1) * d + 1}) is larger than the padded input "
+                f"{axis} {size + 2 * p} (input {x.shape}, padding {padding})")
+    if n == 0 or min(o, kh, kw) == 0:
+        raise ValueError(f"conv2d: empty input or weight: input {x.shape}, weight {weight.shape}")
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)

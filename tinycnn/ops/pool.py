@@ -1,0 +1,151 @@
+"""2-D pooling: max (saving argmax indices), average, adaptive average.
+
+Shapes (NCHW): x (N, C, H, W), y (N, C, OH, OW), OH = floor((H + 2 ph - kH) / sh) + 1 (OW likewise).
+A window W(p) of output pixel p = (oh, ow) covers rows oh sh - ph + [0, kH) and columns
+ow sw - pw + [0, kW) of the input.
+
+    max:      y[p] = max_{q in W(p)} x[q],  idx[p] = argmax (first in row-major order)
+              dx[q] = sum_{p : idx[p] = q} g[p]
+    average:  y[p] = (1 / |W|) sum_{q in W(p)} x[q]     (|W| = kH kW, or the count of
+              non-padding elements when count_include_pad=False)
+              dx[q] = sum_{p : q in W(p)} g[p] / |W(p)|
+    adaptive: the windows of output row i are rows [floor(i H / OH), ceil((i + 1) H / OH)) (same for
+              columns), so y = A_h x A_w^T with averaging matrices A_h (OH, H), A_w (OW, W), and
+              dx = A_h^T g A_w.
+
+Derivations: docs/math.md ("Pooling"); tests: tests/test_pool.py.
+"""
+from __future__ import annotations
+
+from ..autograd import Function
+from ..backends import kernel, xp_of
+from .conv import pair
+
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+
+
+class MaxPool2d(Function):
+    """y = window max, idx saved; dx scatters g to the saved argmax positions (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, *, kernel_size, stride, padding):
+        y, idx = kernel("max_pool2d_forward", x)(x, kernel_size, stride, padding)
+        ctx.save_for_backward(idx)
+        ctx.x_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        if not g.flags.c_contiguous:
+            g = g.copy()
+        return kernel("max_pool2d_backward", g)(g, idx, ctx.x_shape)
+
+
+class AvgPool2d(Function):
+    """y = window mean; dx spreads g[p] / |W(p)| over each window (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, *, kernel_size, stride, padding, count_include_pad=True):
+        args = (kernel_size, stride, padding)
+        y = kernel("avg_pool2d_forward", x)(x, *args)
+        scale = None
+        if not count_include_pad and (padding[0] or padding[1]):
+            # rescale the kH*kW mean to a mean over the window's real (non-padding) elements
+            xp = xp_of(x)
+            ones = xp.ones((1, 1) + x.shape[2:], dtype=x.dtype)
+            frac = kernel("avg_pool2d_forward", ones)(ones, *args)
+            scale = 1.0 / frac
+            y *= scale
+        ctx.opts = (x.shape, args, scale)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x_shape, args, scale = ctx.opts
+        if scale is not None:
+            g = g * scale
+        elif not g.flags.c_contiguous:
+            g = g.copy()
+        return kernel("avg_pool2d_backward", g)(g, x_shape, *args)
+
+
+def _adaptive_matrix(xp, size, out, dtype):
+    """(out, size) matrix averaging input positions [floor(i size/out), ceil((i+1) size/out)) into row i."""
+    a = xp.zeros((out, size), dtype=dtype)
+    for i in range(out):
+        start = (i * size) // out
+        end = -((-(i + 1) * size) // out)
+        a[i, start:end] = 1.0 / (end - start)
+    return a
+
+
+class AdaptiveAvgPool2d(Function):
+    """y = A_h x A_w^T;  dx = A_h^T g A_w (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, *, output_size):
+        xp = xp_of(x)
+        h, w = x.shape[2:]
+        ah = _adaptive_matrix(xp, h, output_size[0], x.dtype)
+        aw = _adaptive_matrix(xp, w, output_size[1], x.dtype)
+        ctx.save_for_backward(ah, aw)
+        return xp.ascontiguousarray(xp.matmul(xp.matmul(ah, x), aw.T))
+
+    @staticmethod
+    def backward(ctx, g):
+        ah, aw = ctx.saved_tensors
+        xp = xp_of(g)
+        return xp.ascontiguousarray(xp.matmul(xp.matmul(ah.T, g), aw))
+
+
+# ---------------------------------------------------------------------- functional API
+def _check_input(x, fname):
+    from ..tensor import Tensor
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fname}: input must be a tinycnn Tensor, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{fname}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{fname}: input must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def _window_args(x, fname, kernel_size, stride, padding):
+    k = pair(kernel_size, "kernel_size", 1)
+    s = k if stride is None else pair(stride, "stride", 1)
+    p = pair(padding, "padding", 0)
+    if p[0] * 2 > k[0] or p[1] * 2 > k[1]:
+        raise ValueError(f"{fname}: padding must be at most half of kernel_size, got padding={p}, kernel_size={k}")
+    h, w = x.shape[2:]
+    if k[0] > h + 2 * p[0] or k[1] > w + 2 * p[1]:
+        raise ValueError(f"{fname}: kernel_size {k} is larger than the padded input "
+                         f"{(h + 2 * p[0], w + 2 * p[1])} (input {x.shape}, padding {p})")
+    return k, s, p
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max pooling as ``torch.nn.functional.max_pool2d`` (stride defaults to kernel_size; padding is -inf)."""
+    _check_input(x, "max_pool2d")
+    k, s, p = _window_args(x, "max_pool2d", kernel_size, stride, padding)
+    return MaxPool2d.apply(x, kernel_size=k, stride=s, padding=p)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    """Average pooling as ``torch.nn.functional.avg_pool2d`` (zero padding, counted unless count_include_pad=False)."""
+    _check_input(x, "avg_pool2d")
+    k, s, p = _window_args(x, "avg_pool2d", kernel_size, stride, padding)
+    return AvgPool2d.apply(x, kernel_size=k, stride=s, padding=p, count_include_pad=bool(count_include_pad))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Adaptive average pooling as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    output_size: int or (oh, ow); an entry None keeps that input size.
+    """
+    _check_input(x, "adaptive_avg_pool2d")
+    h, w = x.shape[2:]
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = (h if output_size[0] is None else output_size[0],
+                       w if output_size[1] is None else output_size[1])
+    out = pair(output_size, "output_size", 1)
+    return AdaptiveAvgPool2d.apply(x, output_size=out)
