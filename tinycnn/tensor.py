@@ -235,7 +235,10 @@ class Tensor:
     def _other(self, other):
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, (numbers.Number, np.number)):
+        if isinstance(other, np.number):
+            # a NumPy scalar acts as a Python number (as in PyTorch): np.float64(2) * float32 stays float32
+            return other.item()
+        if isinstance(other, numbers.Number):
             return other
         return Tensor(other, device=self.device)
 

@@ -5,7 +5,7 @@ input's shape by the autograd engine (`autograd.unbroadcast`).
 """
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, unbroadcast
 from ..backends import xp_of
 
 
@@ -190,26 +190,17 @@ class MatMul(Function):
     def backward(ctx, g):
         a, b = ctx.saved_tensors
         xp = xp_of(g)
-        a2 = a[None, :] if a.ndim == 1 else a          # (K,) -> (1, K)
-        b2 = b[:, None] if b.ndim == 1 else b          # (K,) -> (K, 1)
-        g2 = g
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
-        if b.ndim == 1:
-            g2 = xp.expand_dims(g2, -1)
+        # promote 1-D operands as matmul does ((K,) -> (1, K) on the left, (K, 1) on the right),
+        # give g the promoted output shape, then sum broadcast batch dims back with unbroadcast
+        a2 = a.reshape(1, -1) if a.ndim == 1 else a
+        b2 = b.reshape(-1, 1) if b.ndim == 1 else b
+        batch = tuple(xp.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]))
+        g2 = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))
         da = db = None
         if ctx.needs_input_grad[0]:
-            da = g2 @ xp.swapaxes(b2, -1, -2)
-            if a.ndim == 1:
-                da = da.reshape(da.shape[:-2] + (da.shape[-1],)) if da.ndim > 2 else da.reshape(-1)
-            if da.ndim > a.ndim:   # batch dims broadcast onto `a`
-                da = da.sum(axis=tuple(range(da.ndim - a.ndim)))
+            da = unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
         if ctx.needs_input_grad[1]:
-            db = xp.swapaxes(a2, -1, -2) @ g2
-            if b.ndim == 1:
-                db = db[..., 0]
-            if db.ndim > b.ndim:
-                db = db.sum(axis=tuple(range(db.ndim - b.ndim)))
+            db = unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
         return da, db
 
 

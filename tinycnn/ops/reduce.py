@@ -5,6 +5,8 @@ Backward re-inserts the reduced axes and broadcasts the gradient back over them.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function
 from ..backends import xp_of
 
@@ -13,15 +15,20 @@ def normalize_dims(dim, ndim: int, name: str = "dim"):
     """Return a sorted tuple of non-negative axes, or None for 'all axes'."""
     if dim is None:
         return None
-    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if isinstance(dim, (int, np.integer)):
+        dims = (dim,)
+    elif isinstance(dim, (tuple, list)):
+        dims = tuple(dim)
+    else:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {dim!r}")
     out = []
     for d in dims:
-        if not isinstance(d, int) or isinstance(d, bool):
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
             raise TypeError(f"{name} must be an int or a tuple of ints, got {dim!r}")
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise ValueError(f"{name}={d} is out of range for a tensor with {ndim} dimensions "
                              f"(expected {-max(ndim, 1)}..{max(ndim, 1) - 1})")
-        out.append(d % max(ndim, 1))
+        out.append(int(d) % max(ndim, 1))
     return tuple(sorted(set(out)))
 
 
