@@ -1,0 +1,42 @@
+"""Helpers shared by the layer/loss tests: run the same inputs through tinycnn and PyTorch and compare."""
+import numpy as np
+import torch
+
+import tinycnn
+
+# float64 must agree to round-off; float32 to a few ulps of the values involved
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=2e-6)}
+
+
+def tol(dtype):
+    return TOL[np.dtype(dtype).type]
+
+
+def pair(a, requires_grad=True):
+    """The same array as a tinycnn Tensor and a torch tensor (both leaves)."""
+    a = np.asarray(a)
+    floating = a.dtype.kind == "f"
+    t = tinycnn.tensor(a.copy(), requires_grad=requires_grad and floating)
+    tt = torch.tensor(a.copy(), requires_grad=requires_grad and floating)
+    return t, tt
+
+
+def assert_close(ours, theirs, dtype, name="", scale=1.0):
+    """Compare a tinycnn Tensor/array with a torch tensor/array; `scale` widens atol for big magnitudes."""
+    o = ours.numpy() if isinstance(ours, tinycnn.Tensor) else np.asarray(ours)
+    t = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert o.shape == t.shape, f"{name}: shape {o.shape} vs torch {t.shape}"
+    kw = tol(dtype)
+    np.testing.assert_allclose(o, t, rtol=kw["rtol"], atol=kw["atol"] * scale, err_msg=name)
+
+
+def backward_both(y, yt, rng):
+    """Backprop the same random upstream gradient (or 1 for scalars) through both graphs."""
+    if y.numel() == 1 and y.ndim == 0:
+        y.backward()
+        yt.backward()
+        return None
+    g = rng.standard_normal(y.shape).astype(y.dtype)
+    y.backward(tinycnn.tensor(g))
+    yt.backward(torch.tensor(g))
+    return g
