@@ -200,7 +200,7 @@ def locate(name: str, data_dir=None, download_missing=True, progress=None, url=N
 def to_nchw_float(images: np.ndarray) -> np.ndarray:
     """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
     x = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x, dtype=np.float32) * np.float32(1.0 / 255.0)
+    return np.ascontiguousarray(x, dtype=np.float32) / np.float32(255.0)
 
 
 def load_medmnist(name: str, data_dir=None, download=True, progress=None, url=None, opener=None) -> DatasetSplits:
