@@ -53,6 +53,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
         raise ValueError("gradcheck: no input has requires_grad=True, so there is nothing to check")
 
     out = fn(*xs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"fn must return a Tensor, got {type(out).__name__}")
     rng = np.random.default_rng(0)
     weights = Tensor._wrap(rng.standard_normal(out.shape)) if out.data.size > 1 else None
     _scalarize(out, weights).backward()

@@ -43,7 +43,8 @@ def save(obj, path, metadata=None) -> None:
         if not isinstance(k, str):
             raise TypeError(f"state dict keys must be str, got {k!r}")
         a = v.numpy() if isinstance(v, Tensor) else np.asarray(v)
-        arrays[k] = np.ascontiguousarray(a)
+        # asarray(order='C'), not ascontiguousarray: the latter turns 0-d buffers into shape (1,)
+        arrays[k] = np.asarray(a, order="C")
     atomic_write_bytes(path, st_save(arrays, metadata=metadata))
 
 
