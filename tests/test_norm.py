@@ -155,3 +155,39 @@ def test_batch_norm_bad_inputs_name_the_argument(rng):
         F.batch_norm(tinycnn.tensor(rng.standard_normal(3)), None, None, training=True)
     with pytest.raises(TypeError, match=r"running_var must have the input's dtype float64, got float32"):
         F.batch_norm(x, rm, tinycnn.ones(3), training=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (5, 4, 6, 7), (3, 1, 2, 2)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_numba_batch_norm_kernels_match_numpy_reference(shape, affine, dtype, rng):
+    from tinycnn.backends import cpu_numba_nn, cpu_numpy_nn
+
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 5).astype(dtype)
+    gy = rng.standard_normal(shape).astype(dtype)
+    g = rng.standard_normal(c).astype(dtype) if affine else None
+    b = rng.standard_normal(c).astype(dtype) if affine else None
+    ref = cpu_numpy_nn.batch_norm_forward_train(x, g, b, 1e-5)
+    fast = cpu_numba_nn.batch_norm_forward_train(x, g, b, 1e-5)
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    for r, f, name in zip(ref, fast, ("y", "mean", "invstd")):
+        assert f.dtype == dtype and f.shape == r.shape
+        np.testing.assert_allclose(f, r, err_msg=name, **tolerance)
+    mean, invstd = ref[1], ref[2]
+    ref_b = cpu_numpy_nn.batch_norm_backward(gy, x, g, mean, invstd)
+    fast_b = cpu_numba_nn.batch_norm_backward(gy, x, g, mean, invstd)
+    for r, f, name in zip(ref_b, fast_b, ("dx", "dgamma", "dbeta")):
+        assert f.dtype == dtype and f.shape == r.shape
+        np.testing.assert_allclose(f, r, err_msg=name, **tolerance)
+
+
+def test_numba_batch_norm_is_deterministic_and_handles_views(rng):
+    from tinycnn.backends import cpu_numba_nn
+
+    x = rng.standard_normal((8, 5, 6, 4)).astype(np.float32)
+    view = np.transpose(x.copy().transpose(0, 2, 3, 1), (0, 3, 1, 2))   # same values, not C-contiguous
+    a = cpu_numba_nn.batch_norm_forward_train(x, None, None, 1e-5)
+    b = cpu_numba_nn.batch_norm_forward_train(view, None, None, 1e-5)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
