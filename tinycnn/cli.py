@@ -1,0 +1,370 @@
+"""The `tinycnn` command line (contract: docs/cli.md).
+
+    tinycnn datasets | train | evaluate | predict | summary | convert | bench   (each with --help)
+
+On bad input every command exits with status 2 and prints ONE line `tinycnn: error: ...` on stderr
+(the full traceback only with --debug). Progress bars go to a TTY only and disappear with --quiet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+__all__ = ["main", "build_parser"]
+
+EXIT_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user error with a message ready to print."""
+
+
+# ---------------------------------------------------------------------------------------------- parser
+def _common(p, top=False):
+    # sub-commands must not reset a top-level `tinycnn --debug train` to False, hence SUPPRESS
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default, help="show the full traceback on errors")
+    p.add_argument("--quiet", "-q", action="store_true", default=default,
+                   help="no progress bars or per-epoch lines")
+
+
+def _data_dir(p):
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder with <name>.npz files (looked up before $TINYCNN_DATA_DIR and ~/.cache/tinycnn)")
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (no usage dump) with exit status 2."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="tinycnn", description="tinycnn: train and use small CNNs on medical images "
+                     "(MedMNIST, image folders, synthetic data).")
+    parser.add_argument("--version", action="version", version=f"tinycnn {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("datasets", help="list known datasets and where their files are found",
+                       description="Table of known datasets: task, classes, channels, split sizes, and where the "
+                                   "file is found (MD5-verified).")
+    _data_dir(p)
+    p.add_argument("--no-verify", action="store_true", help="do not compute MD5s (faster)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    _common(p)
+
+    p = sub.add_parser("train", help="train a model and write a run directory",
+                       description="Train a classifier. Settings left out come from the default recipe, chosen "
+                                   "from the dataset's properties (channels, classes, size, imbalance). Writes "
+                                   "config.json, best/last checkpoints, history.csv, metrics.json and plots to --out.")
+    p.add_argument("--dataset", default="synthetic",
+                   help="MedMNIST name (pneumoniamnist, breastmnist, ...), 'synthetic' (default, no download) "
+                        "or an image folder")
+    _data_dir(p)
+    p.add_argument("--model", default=None, help="simplecnn, vgg (default) or resnet18")
+    p.add_argument("--epochs", type=_positive_int, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
+    p.add_argument("--optimizer", default=None, choices=["adamw", "adam", "sgd", "rmsprop", "adagrad"])
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--momentum", type=float, default=None, help="SGD/RMSprop momentum (default 0.9)")
+    p.add_argument("--scheduler", default=None, choices=["cosine", "step", "plateau", "none"],
+                   help="cosine (with warm-up, default), step, plateau or none")
+    p.add_argument("--warmup-epochs", type=_nonneg_int, default=None)
+    p.add_argument("--loss", default=None, choices=["ce", "focal"])
+    p.add_argument("--focal-gamma", type=float, default=None)
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--class-weights", default=None, choices=["balanced", "none"])
+    p.add_argument("--augment", default=None, metavar="SPEC",
+                   help="e.g. 'hflip,rotate=10,shift=0.07,scale=0.1,brightness=0.1,contrast=0.1' or 'none'")
+    p.add_argument("--patience", type=_nonneg_int, default=None, help="early stopping (epochs; 0 = off)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=_nonneg_int, default=0)
+    p.add_argument("--out", default=None, metavar="DIR", help="run directory (default runs/<dataset>-<model>-seed<S>)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--init-from", default=None, metavar="CKPT", help="start from this checkpoint's weights")
+    p.add_argument("--freeze", default=None, metavar="PREFIXES",
+                   help="comma-separated parameter-name prefixes to freeze (e.g. features)")
+    p.add_argument("--subset", type=_positive_int, default=None, metavar="N",
+                   help="use at most N images per split (quick checks)")
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="metrics of a run or checkpoint on a dataset split",
+                       description="Evaluate best.safetensors of --run, or --checkpoint, on a split.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--run", metavar="DIR", help="run directory (uses its best.safetensors)")
+    g.add_argument("--checkpoint", metavar="FILE", help="a .safetensors checkpoint written by tinycnn train")
+    p.add_argument("--dataset", default=None, help="dataset (default: the one the checkpoint was trained on)")
+    _data_dir(p)
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--probs-out", metavar="FILE.npy", help="save (N, classes) probabilities in dataset order")
+    _common(p)
+
+    p = sub.add_parser("predict", help="classify image files (optionally with Grad-CAM overlays)",
+                       description="Class and probabilities per image file (PNG/JPEG/...), resized to the "
+                                   "checkpoint's input size.")
+    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--gradcam", metavar="OUT.png", help="write image + Grad-CAM overlay pairs to this PNG")
+    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the model's last conv stage)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _common(p)
+
+    p = sub.add_parser("summary", help="layer table: output shapes, parameters, FLOPs",
+                       description="Layer-by-layer summary of a model for one input image.")
+    p.add_argument("--model", required=True, help="simplecnn, vgg or resnet18")
+    p.add_argument("--input", default="1,28,28", metavar="C,H,W", help="input shape (default 1,28,28)")
+    p.add_argument("--classes", type=_positive_int, default=2)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("convert", help="DICOM and other images to de-identified PNG",
+                       description="Convert DICOM (pydicom, rescale + windowing, MONOCHROME1 inverted; "
+                                   "de-identifying) and other image files to PNG.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    p.add_argument("--to", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--window", default=None, metavar="CENTRE,WIDTH", help="override the DICOM window")
+    p.add_argument("--sidecar", action="store_true", help="also write whitelisted acquisition tags as JSON")
+    _common(p)
+
+    p = sub.add_parser("bench", help="benchmark suite (JSON + PNG results)",
+                       description="Run the benchmark suite; writes JSON and PNG results and prints ratios "
+                                   "against PyTorch when it is installed.")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="bench-results", metavar="DIR")
+    _common(p)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def _say(args, text):
+    if not getattr(args, "quiet", False):
+        print(text, flush=True)
+
+
+def cmd_datasets(args):
+    from . import data
+
+    rows = data.dataset_table(args.data_dir, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    head = f"{'name':<16} {'task':<26} {'classes':>7} {'ch':>3} {'train':>7} {'val':>6} {'test':>6}  file"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        n = r["n_samples"]
+        where = r.get("path") or "not found (downloaded on first use)"
+        if r.get("verified") is True:
+            where = f"{where} (md5 ok)"
+        elif r.get("verified") is False:
+            where = f"{where} (BAD: {r.get('error') or 'md5 mismatch'})"
+        print(f"{r['name']:<16} {r['task']:<26} {r['n_classes']:>7} {r['n_channels']:>3} {n['train']:>7} "
+              f"{n['val']:>6} {n['test']:>6}  {where}")
+    return 0
+
+
+def cmd_train(args):
+    from .training.run import train_run
+
+    keys = ("dataset", "data_dir", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum",
+            "scheduler", "warmup_epochs", "loss", "focal_gamma", "label_smoothing", "class_weights", "augment",
+            "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset")
+    settings = {k: getattr(args, k) for k in keys}
+    res = train_run(settings, log=lambda t: _say(args, t), quiet=args.quiet)
+    m = res["metrics"]
+    print(f"run directory: {res['run_dir']}")
+    print(f"test (best val-AUC checkpoint, epoch {m.get('best_epoch')}): AUC {m['auc']:.4f}  ACC {m['acc']:.4f}")
+    return 0
+
+
+def cmd_evaluate(args):
+    import numpy as np
+
+    from .training.run import evaluate_checkpoint, format_metrics
+
+    ckpt = args.checkpoint
+    if args.run:
+        if not os.path.isdir(args.run):
+            raise CLIError(f"--run {args.run}: no such run directory")
+        ckpt = os.path.join(args.run, "best.safetensors")
+    m, probs, _ = evaluate_checkpoint(ckpt, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
+                                      device=args.device, quiet=args.quiet)
+    if args.probs_out:
+        from .serialization import atomic_write_bytes
+        import io
+        buf = io.BytesIO()
+        np.save(buf, probs.astype(np.float32), allow_pickle=False)
+        atomic_write_bytes(args.probs_out, buf.getvalue())
+    if args.json:
+        print(json.dumps(m))
+    else:
+        print(format_metrics(m))
+        print("confusion matrix (rows true, cols predicted):", m["confusion_matrix"])
+    return 0
+
+
+def load_images(paths, channels: int, size: int):
+    """Image files -> float32 (N, C, size, size) in [0, 1] (Pillow; grey or RGB to match the model)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    out = []
+    for p in paths:
+        if not os.path.isfile(p):
+            raise CLIError(f"image not found: {p}")
+        try:
+            with Image.open(p) as im:
+                im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CLIError(f"cannot read image {p}: {exc}") from exc
+        out.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def cmd_predict(args):
+    from .training.checkpoint import build_model
+    from .training.run import predict_probs
+
+    model, meta = build_model(args.checkpoint, device=args.device)
+    x = load_images(args.images, int(meta["in_channels"]), int(meta.get("image_size", 28)))
+    probs = predict_probs(model, meta, x, device=args.device)
+    names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    rows = [{"image": p, "class": int(pr.argmax()), "label": names[int(pr.argmax())],
+             "probabilities": {names[i]: float(v) for i, v in enumerate(pr)}} for p, pr in zip(args.images, probs)]
+    if args.gradcam:
+        from . import explain
+        from .data import transforms as T
+        xn = T.Normalize(meta["mean"], meta["std"])(x)
+        cams, t = explain.grad_cam(model, xn, layer=args.layer)
+        explain.save_overlays(x, cams, args.gradcam, titles=[f"{names[c]} {probs[i, c]:.2f}" for i, c in enumerate(t)])
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            ps = "  ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
+            print(f"{r['image']}: {r['label']}  ({ps})")
+        if args.gradcam:
+            print(f"Grad-CAM overlays written to {args.gradcam}")
+    return 0
+
+
+def cmd_summary(args):
+    from .models import get_model
+    from .summary import format_summary, parse_input_shape, summarize
+
+    c, h, w = parse_input_shape(args.input)
+    model = get_model(args.model, in_channels=c, num_classes=args.classes)
+    s = summarize(model, (c, h, w))
+    if args.json:
+        print(json.dumps(s))
+    else:
+        print(format_summary(s, title=f"model {args.model} ({c}x{h}x{w} -> {args.classes} classes)"))
+    return 0
+
+
+def cmd_convert(args):
+    from .data.convert import convert_paths
+
+    window = None
+    if args.window:
+        try:
+            window = tuple(float(v) for v in args.window.split(","))
+        except ValueError:
+            raise CLIError(f"--window must be CENTRE,WIDTH numbers, got {args.window!r}") from None
+        if len(window) != 2:
+            raise CLIError(f"--window must be CENTRE,WIDTH, got {args.window!r}")
+    for p in args.inputs:
+        if not os.path.exists(p):
+            raise CLIError(f"input not found: {p}")
+    written = convert_paths(args.inputs, args.to, window=window, sidecar=args.sidecar)
+    for w in written:
+        _say(args, str(w))
+    print(f"{len(written)} file(s) written to {args.to}")
+    return 0
+
+
+def cmd_bench(args):
+    import importlib
+
+    for modname in ("tinycnn.bench", "tinycnn.bench.runner", "benchmarks"):
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue
+        fn = getattr(mod, "main", None)
+        if callable(fn):
+            argv = (["--quick"] if args.quick else []) + ["--out", args.out]
+            return int(fn(argv) or 0)
+    raise CLIError("the benchmark suite is not available in this installation "
+                   "(no tinycnn.bench.main); run from a source checkout with benchmarks/")
+
+
+COMMANDS = {"datasets": cmd_datasets, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "summary": cmd_summary, "convert": cmd_convert, "bench": cmd_bench}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    text = " ".join(text.split())
+    return text
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("tinycnn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure becomes one line unless --debug
+        if args.debug:
+            raise
+        kind = type(exc).__name__
+        prefix = "" if isinstance(exc, (CLIError, ValueError, FileNotFoundError)) else f"{kind}: "
+        print(f"tinycnn: error: {prefix}{_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,83 @@
+"""Default training recipes, chosen from dataset properties (never from a dataset's name).
+
+Every setting the user does not give on the command line comes from `default_settings(info, labels)`:
+
+| property                                   | choice                                                         |
+|--------------------------------------------|----------------------------------------------------------------|
+| any                                        | model `vgg` (VGG-style, batch norm, GAP, dropout 0.3, ~139k parameters), |
+|                                            | AdamW lr 2e-3, weight decay 0.05, cosine decay with warm-up,   |
+|                                            | label smoothing 0.1, model selection by validation AUC         |
+| augmentation, every set                    | rotation +-10 deg, shift +-2 px (0.07 of 28), scale +-10 %, brightness and contrast +-0.1 |
+| 3 channels (colour: pathology, dermoscopy, | + horizontal and vertical flips: microscopy and skin images    |
+|   blood smears)                            |   have no canonical orientation                                |
+| grayscale and < 2000 training images       | + horizontal flips: small sets need the extra variety (ultrasound-like data); |
+|                                            |   large grayscale sets (radiographs, CT) keep left/right anatomy, so no flips |
+| < 2000 training images and class imbalance | class-balanced loss weights w_c = N / (C * N_c)                |
+|   (largest / smallest class >= 2)          |   (on large sets the imbalance is learnable and weights cost accuracy) |
+| training set size N                        | batch 64 below 2000 images else 128; epochs from a budget of   |
+|                                            |   optimizer steps (see `_epochs`), warm-up 2 epochs            |
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["default_settings", "SMALL_SET", "describe"]
+
+SMALL_SET = 2000
+IMBALANCE = 2.0
+
+
+def _epochs(n_train: int, batch: int) -> int:
+    """Enough optimizer steps to converge with a cosine schedule, bounded for the 15-minute CPU budget.
+
+    About 1500 steps (measured to be the plateau of validation AUC for this model on 28x28 sets), between
+    30 and 100 epochs.
+    """
+    steps_per_epoch = max(1, -(-n_train // batch))
+    return int(np.clip(round(1500 / steps_per_epoch), 30, 100))
+
+
+def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim == 2:  # multi-label: positives per label
+        return y.sum(axis=0).astype(np.int64)
+    return np.bincount(y.astype(np.int64), minlength=n_classes)
+
+
+def default_settings(info, train_labels) -> dict:
+    """The recipe for a dataset with DatasetInfo `info` and training labels `train_labels`."""
+    n = int(len(train_labels))
+    counts = class_counts(train_labels, info.n_classes)
+    imbalance = float(counts.max() / max(counts.min(), 1))
+    small = n < SMALL_SET
+    augment = ["rotate=10", "shift=0.07", "scale=0.1", "brightness=0.1", "contrast=0.1"]
+    if info.n_channels == 3:
+        augment = ["hflip", "vflip"] + augment
+    elif small:
+        augment = ["hflip"] + augment
+    batch = 64 if small else 128
+    return {
+        "model": "vgg",
+        "optimizer": "adamw",
+        "lr": 2e-3,
+        "weight_decay": 0.05,
+        "momentum": 0.9,
+        "scheduler": "cosine",
+        "warmup_epochs": 2,
+        "label_smoothing": 0.1,
+        "loss": "ce",
+        "focal_gamma": 2.0,
+        "class_weights": "balanced" if (small and imbalance >= IMBALANCE and info.task != "multi-label, binary-class")
+        else "none",
+        "augment": ",".join(augment),
+        "batch_size": batch,
+        "epochs": _epochs(n, batch),
+        "patience": 0,
+    }
+
+
+def describe(info, train_labels) -> str:
+    n = len(train_labels)
+    counts = class_counts(train_labels, info.n_classes)
+    return (f"{n} training images, {info.n_channels} channel(s), {info.n_classes} classes, "
+            f"imbalance {counts.max() / max(counts.min(), 1):.1f}")

@@ -1,0 +1,328 @@
+"""A complete training run as the CLI does it: settings -> data -> model -> fit -> test metrics -> run directory.
+
+Run directory (see docs/cli.md): config.json, best.safetensors, last.safetensors, last.state.safetensors,
+history.csv, metrics.json, curves.png, roc.png, confusion.png. Every file is written atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tinycnn
+from tinycnn import backends
+from tinycnn.serialization import atomic_write_bytes
+
+from .checkpoint import build_model, load_checkpoint, to_jsonable
+from .recipes import default_settings, describe
+from .schedules import ConstantLR, WarmupCosine
+from .trainer import Trainer, predict_logits, softmax_np
+
+__all__ = ["TRAIN_DEFAULTS", "RunDir", "train_run", "evaluate_checkpoint", "resolve_settings",
+           "load_data", "HISTORY_COLUMNS"]
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds")
+
+# settings that do not depend on the data (None = chosen by the recipe)
+TRAIN_DEFAULTS = {
+    "dataset": "synthetic", "data_dir": None, "model": None, "epochs": None, "batch_size": None, "lr": None,
+    "optimizer": None, "weight_decay": None, "momentum": None, "scheduler": None, "warmup_epochs": None,
+    "loss": None, "focal_gamma": None, "label_smoothing": None, "class_weights": None, "augment": None,
+    "patience": None, "device": "cpu", "seed": 0, "out": None, "init_from": None, "freeze": None,
+    "subset": None, "image_size": 28, "eval_batch_size": 256,
+}
+
+
+def write_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n").encode())
+
+
+class RunDir:
+    """Writes the files of a run directory as training goes."""
+
+    def __init__(self, path, meta: dict):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta = meta  # model metadata stored in the checkpoints
+
+    def file(self, name) -> Path:
+        return self.path / name
+
+    def write_history(self, history):
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(HISTORY_COLUMNS)
+        for h in history:
+            w.writerow([h["epoch"]] + [repr(float(h[k])) if k != "seconds" else f"{h[k]:.3f}"
+                                       for k in HISTORY_COLUMNS[1:]])
+        atomic_write_bytes(self.file("history.csv"), buf.getvalue().encode())
+
+    def end_epoch(self, trainer: Trainer, improved: bool):
+        h = trainer.history[-1]
+        meta = {**self.meta, "epoch": trainer.epoch, "val_auc": h["val_auc"], "val_acc": h["val_acc"]}
+        if improved:
+            trainer.save_model(self.file("best.safetensors"), meta)
+        trainer.save_model(self.file("last.safetensors"), meta)
+        # the state file is written last: when it exists, the files it refers to are complete
+        trainer.save_state(self.file("last.state.safetensors"))
+        self.write_history(trainer.history)
+
+
+def load_data(settings, progress=None):
+    """Load the dataset named in settings; optional `subset` keeps the first N images of each split."""
+    from tinycnn import data
+
+    kw = {}
+    if str(settings["dataset"]).lower() == "synthetic" and settings.get("subset"):
+        n = int(settings["subset"])
+        kw["synthetic_sizes"] = (n, max(n // 4, 20), max(n // 4, 20))
+    ds = data.load_dataset(settings["dataset"], data_dir=settings.get("data_dir"), size=settings.get("image_size", 28),
+                           seed=settings.get("seed", 0), progress=progress, **kw)
+    if settings.get("subset"):
+        n = int(settings["subset"])
+        ds = data.DatasetSplits(ds.train.subset(np.arange(min(n, len(ds.train)))),
+                                ds.val.subset(np.arange(min(n, len(ds.val)))),
+                                ds.test.subset(np.arange(min(n, len(ds.test)))), ds.info)
+    if ds.info.task.startswith("multi-label"):
+        raise ValueError(f"dataset {ds.info.name!r} is multi-label ({ds.info.task}); tinycnn train supports "
+                         f"binary, multi-class and ordinal tasks")
+    return ds
+
+
+def resolve_settings(user: dict, ds) -> dict:
+    """User settings with every None filled in from the recipe for this dataset."""
+    recipe = default_settings(ds.info, ds.train.labels)
+    s = {**TRAIN_DEFAULTS, **{k: v for k, v in user.items()}}
+    for k, v in recipe.items():
+        if s.get(k) is None:
+            s[k] = v
+    return s
+
+
+def _make_optimizer(s, params):
+    opt = s["optimizer"].lower()
+    O = tinycnn.optim
+    if opt == "adamw":
+        return O.AdamW(params, lr=s["lr"], weight_decay=s["weight_decay"])
+    if opt == "adam":
+        return O.Adam(params, lr=s["lr"], weight_decay=s["weight_decay"])
+    if opt == "sgd":
+        return O.SGD(params, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"], nesterov=s["momentum"] > 0)
+    if opt == "rmsprop":
+        return O.RMSprop(params, lr=s["lr"], momentum=s["momentum"])
+    if opt == "adagrad":
+        return O.Adagrad(params, lr=s["lr"], weight_decay=s["weight_decay"])
+    raise ValueError(f"unknown optimizer {s['optimizer']!r}: expected adamw, adam, sgd, rmsprop or adagrad")
+
+
+def _make_schedule(s, optimizer, steps_per_epoch):
+    name = s["scheduler"].lower()
+    total = steps_per_epoch * s["epochs"]
+    if name == "cosine":
+        return WarmupCosine(optimizer, total, min(steps_per_epoch * s["warmup_epochs"], total))
+    if name in ("none", "constant"):
+        return ConstantLR(optimizer)
+    L = tinycnn.optim.lr_scheduler
+    if name == "step":
+        return L.StepLR(optimizer, step_size=max(1, s["epochs"] // 3), gamma=0.1)
+    if name == "plateau":
+        return L.ReduceLROnPlateau(optimizer, mode="min", factor=0.1, patience=3)
+    raise ValueError(f"unknown scheduler {s['scheduler']!r}: expected cosine, step, plateau or none")
+
+
+def _class_weights(s, ds):
+    mode = str(s["class_weights"]).lower()
+    if mode in ("none", "false", "0"):
+        return None
+    counts = np.bincount(ds.train.labels.astype(np.int64), minlength=ds.info.n_classes).astype(np.float64)
+    if mode in ("balanced", "auto", "true"):
+        return len(ds.train) / (len(counts) * np.maximum(counts, 1))
+    raise ValueError(f"class_weights must be 'balanced' or 'none', got {s['class_weights']!r}")
+
+
+def _transfer(model, s, log):
+    """Load `init_from` weights into `model` (a new head when the class count differs); freeze prefixes."""
+    frozen_bn = []
+    if s.get("init_from"):
+        state, meta = load_checkpoint(s["init_from"])
+        own = model.state_dict()
+        if meta.get("in_channels") != s["in_channels"]:
+            raise ValueError(f"--init-from {s['init_from']} was trained on {meta.get('in_channels')}-channel images, "
+                             f"this dataset has {s['in_channels']}")
+        if meta.get("model") != s["model"]:
+            raise ValueError(f"--init-from {s['init_from']} holds model {meta.get('model')!r}, not --model {s['model']!r}")
+        keep = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        skipped = sorted(set(own) - set(keep))
+        model.load_state_dict({**own, **keep})
+        log(f"initialised from {s['init_from']}: {len(keep)} tensors loaded"
+            + (f", new (random) {', '.join(skipped)}" if skipped else ""))
+    if s.get("freeze"):
+        prefixes = [p.strip() for p in str(s["freeze"]).split(",") if p.strip()]
+        names = [n for n, _ in model.named_parameters()]
+        for p in prefixes:
+            if not any(n == p or n.startswith(p + ".") or n.startswith(p) for n in names):
+                raise ValueError(f"--freeze prefix {p!r} matches no parameter; parameter names start with: "
+                                 f"{', '.join(sorted({n.split('.')[0] for n in names}))}")
+        n_frozen = 0
+        for n, prm in model.named_parameters():
+            if any(n.startswith(p) for p in prefixes):
+                prm.requires_grad = False
+                n_frozen += 1
+        for n, m in model.named_modules():
+            if n and any(n.startswith(p) for p in prefixes) and type(m).__name__.startswith("BatchNorm"):
+                frozen_bn.append(m)  # frozen layers keep their running statistics too
+        log(f"froze {n_frozen} parameter tensors ({', '.join(prefixes)})")
+    return frozen_bn
+
+
+def _environment(device):
+    return {"version": tinycnn.__version__, "python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform(), "device": device,
+            "kernel_family": backends.get_gpu_kernels() if device == "cuda" else backends.get_cpu_kernels()}
+
+
+def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> dict:
+    """Run training as `tinycnn train` does; returns {"run_dir", "metrics", "history", "settings"}.
+
+    With settings["resume"], the run directory's config.json is used and training continues from
+    last.state.safetensors.
+    """
+    from tinycnn.models import canonical_name, get_model
+
+    resume = bool(user_settings.get("resume"))
+    out = user_settings.get("out")
+    if resume:
+        if not out:
+            raise ValueError("--resume needs --out DIR of the interrupted run")
+        cfg_path = Path(out) / "config.json"
+        if not cfg_path.exists():
+            raise ValueError(f"--resume: no config.json in {out}; is it the run directory of an earlier tinycnn train?")
+        stored = json.loads(cfg_path.read_text())
+        s = dict(stored["settings"])
+        s["out"] = out
+        if not (Path(out) / "last.state.safetensors").exists():
+            resume = False  # killed before the first epoch ended: start over with the same settings
+            log("no completed epoch to resume from: starting the run from the beginning")
+    else:
+        s = dict(user_settings)
+        s.pop("resume", None)
+    tinycnn.manual_seed(int(s.get("seed") or 0))
+    ds = load_data({**TRAIN_DEFAULTS, **s}, progress=None if not quiet else False)
+    if not resume and "in_channels" not in s:
+        s = resolve_settings(s, ds)
+    s["model"] = canonical_name(s["model"])
+    s["in_channels"] = ds.info.n_channels
+    s["num_classes"] = ds.info.n_classes
+    if s["out"] is None:
+        s["out"] = os.path.join("runs", f"{Path(str(s['dataset'])).name}-{s['model']}-seed{s['seed']}")
+    device = s["device"]
+    if device == "cuda" and not tinycnn.cuda.is_available():
+        raise RuntimeError("--device cuda: no usable NVIDIA GPU with CuPy found "
+                           "(install tinycnn[cuda13] or tinycnn[cuda12] on a GPU machine, or use --device cpu)")
+    log(f"dataset {ds.info.name}: {describe(ds.info, ds.train.labels)}; "
+        f"val {len(ds.val)}, test {len(ds.test)}")
+
+    mean = ds.train.images.mean(axis=(0, 2, 3)).astype(np.float64).tolist()
+    std = np.maximum(ds.train.images.std(axis=(0, 2, 3)), 1e-6).astype(np.float64).tolist()
+    model = get_model(s["model"], in_channels=s["in_channels"], num_classes=s["num_classes"])
+    frozen_bn = _transfer(model, s, log)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(s, params)
+    drop_last = len(ds.train) > s["batch_size"]
+    steps = len(ds.train) // s["batch_size"] if drop_last else 1
+    schedule = _make_schedule(s, optimizer, steps)
+    from tinycnn.data import transforms as T
+    augment = T.parse_augment(s["augment"])
+    weights = _class_weights(s, ds)
+    trainer = Trainer(model, optimizer, schedule, loss=s["loss"], class_weights=weights,
+                      label_smoothing=s["label_smoothing"], focal_gamma=s["focal_gamma"], mean=mean, std=std,
+                      augment=augment, batch_size=s["batch_size"], seed=s["seed"], device=device, quiet=quiet,
+                      frozen_bn=frozen_bn, eval_batch_size=s["eval_batch_size"])
+    meta = {"model": s["model"], "in_channels": s["in_channels"], "num_classes": s["num_classes"],
+            "image_size": int(ds.info.image_size), "mean": mean, "std": std,
+            "class_names": list(ds.info.class_names), "task": ds.info.task, "dataset": ds.info.name,
+            "seed": s["seed"]}
+    run = RunDir(s["out"], meta)
+    if resume:
+        info = trainer.load_state(run.file("last.state.safetensors"))
+        log(f"resuming {s['out']} after epoch {info['epoch']} of {s['epochs']}")
+    else:
+        config = {"settings": s, "dataset": ds.info.to_dict(), "normalization": {"mean": mean, "std": std},
+                  "class_weights": None if weights is None else weights.tolist(), **_environment(device),
+                  "seed": s["seed"], "command": "tinycnn train", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json(run.file("config.json"), config)
+    t0 = time.perf_counter()
+    trainer.fit(ds.train, ds.val, s["epochs"], ds.info.task, run=run, patience=s["patience"],
+                stop_after=stop_after, log=None if quiet else log)
+    if trainer.epoch < s["epochs"] and stop_after is not None and trainer.epoch >= stop_after:
+        return {"run_dir": str(run.path), "metrics": None, "history": trainer.history, "settings": s,
+                "stopped": True}
+    metrics = finish_run(run, ds, device, quiet=quiet, log=log)
+    metrics["train_seconds"] = time.perf_counter() - t0
+    write_json(run.file("metrics.json"), metrics)
+    return {"run_dir": str(run.path), "metrics": metrics, "history": trainer.history, "settings": s}
+
+
+def finish_run(run: RunDir, ds, device, quiet=False, log=print) -> dict:
+    """Test metrics of best.safetensors, metrics.json and the three plots."""
+    from tinycnn import report
+    from tinycnn.metrics import classification_report
+
+    model, meta = build_model(run.file("best.safetensors"), device=device)
+    probs = predict_probs(model, meta, ds.test.images, device=device, quiet=quiet)
+    metrics = classification_report(ds.test.labels, probs, task=ds.info.task, class_names=ds.info.class_names)
+    metrics.update({"split": "test", "checkpoint": "best.safetensors", "best_epoch": meta.get("epoch"),
+                    "val_auc": meta.get("val_auc"), "dataset": ds.info.name})
+    write_json(run.file("metrics.json"), metrics)
+    import csv as _csv
+    with open(run.file("history.csv")) as f:
+        hist = [{k: float(v) for k, v in row.items()} for row in _csv.DictReader(f)]
+    report.plot_curves(hist, run.file("curves.png"), title=f"{ds.info.name}: training curves")
+    report.plot_roc(ds.test.labels, probs, run.file("roc.png"), ds.info.class_names,
+                    title=f"{ds.info.name}: ROC (test, best val-AUC checkpoint)")
+    report.plot_confusion(metrics["confusion_matrix"], run.file("confusion.png"), ds.info.class_names,
+                          title=f"{ds.info.name}: confusion matrix (test)")
+    if log:
+        log(format_metrics(metrics))
+    return metrics
+
+
+def predict_probs(model, meta, images, device="cpu", quiet=True, batch_size=256):
+    logits = predict_logits(model, images, meta["mean"], meta["std"], batch_size, device, quiet=quiet)
+    return softmax_np(logits)
+
+
+def format_metrics(m: dict) -> str:
+    keys = ("acc", "auc", "precision", "recall", "f1", "sensitivity", "specificity")
+    vals = "  ".join(f"{k} {m[k]:.4f}" if isinstance(m.get(k), (int, float)) and m[k] is not None else f"{k} n/a"
+                     for k in keys)
+    return f"{m.get('split', 'test')} ({m['n']} images): {vals}"
+
+
+def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, device="cpu", quiet=True):
+    """(metrics, probs, labels) of a checkpoint on a dataset split (default: the dataset it was trained on)."""
+    from tinycnn.metrics import classification_report
+
+    model, meta = build_model(checkpoint, device=device)
+    ds = load_data({**TRAIN_DEFAULTS, "dataset": dataset or meta.get("dataset"), "data_dir": data_dir,
+                    "image_size": meta.get("image_size", 28)})
+    if ds.info.n_channels != meta["in_channels"]:
+        raise ValueError(f"checkpoint {checkpoint} expects {meta['in_channels']}-channel images, "
+                         f"dataset {ds.info.name!r} has {ds.info.n_channels}")
+    if ds.info.n_classes != meta["num_classes"]:
+        raise ValueError(f"checkpoint {checkpoint} has {meta['num_classes']} classes, "
+                         f"dataset {ds.info.name!r} has {ds.info.n_classes}")
+    part = ds.split(split)
+    probs = predict_probs(model, meta, part.images, device=device, quiet=quiet)
+    m = classification_report(part.labels, probs, task=ds.info.task, class_names=ds.info.class_names)
+    m.update({"split": split, "dataset": ds.info.name, "checkpoint": str(checkpoint)})
+    return m, probs, part.labels
+
+

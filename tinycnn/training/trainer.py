@@ -1,0 +1,225 @@
+"""The training loop: `Trainer.fit` with per-epoch validation, best-validation-AUC checkpointing,
+early stopping, per-step LR schedules, class weights / focal loss, NaN/inf detection and exact resume.
+
+A Trainer works on NumPy datasets (`tinycnn.data.ArrayDataset`: float32 images (N, C, H, W) in [0, 1],
+int64 labels) and a `tinycnn.nn.Module` classifier that outputs logits (N, classes). Inputs are
+normalised with per-channel `mean`/`std` (computed on the training split) after augmentation.
+
+Resume contract: the epoch order and augmentation come from `DataLoader(seed)` as a function of
+(seed, epoch, batch) only; dropout draws from `tinycnn.random`, whose state is saved with the optimizer
+and schedule after every epoch; so continuing from the state of epoch k gives bit-identical weights to
+an uninterrupted run (on the CPU).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+import tinycnn
+from tinycnn import random as trandom
+from tinycnn.data import DataLoader
+from tinycnn.data import transforms as T
+from tinycnn.nn import functional as F
+
+from .checkpoint import load_train_state, save_checkpoint, save_train_state
+
+__all__ = ["Trainer", "TrainingDiverged", "softmax_np", "predict_logits"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def softmax_np(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _progress(iterable, total, desc, quiet, leave=False):
+    if quiet or not sys.stdout.isatty():
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=leave, dynamic_ncols=True)
+
+
+def predict_logits(model, images, mean, std, batch_size=256, device="cpu", quiet=True, desc="predict"):
+    """Logits (N, classes) float64 of `images` (N, C, H, W in [0, 1]) in eval mode, no grad."""
+    norm = T.Normalize(mean, std)
+    was = model.training
+    model.eval()
+    out = []
+    n = len(images)
+    try:
+        with tinycnn.no_grad():
+            starts = range(0, n, batch_size)
+            for s in _progress(starts, len(starts), desc, quiet):
+                xb = norm(np.ascontiguousarray(images[s:s + batch_size], dtype=np.float32))
+                out.append(model(tinycnn.tensor(xb, device=device)).numpy().astype(np.float64))
+    finally:
+        model.train(was)
+    if not out:
+        raise ValueError("images is empty: nothing to predict")
+    return np.concatenate(out)
+
+
+class Trainer:
+    """Fit a classifier.
+
+    model: Module returning logits. optimizer: a tinycnn.optim optimizer over the trainable parameters.
+    schedule: per-step schedule with apply()/step() (WarmupCosine, ConstantLR) or an epoch-level
+        `tinycnn.optim.lr_scheduler` object (stepped after each epoch; ReduceLROnPlateau gets val loss).
+    loss: "ce" or "focal"; class_weights: None or (C,) array; label_smoothing (ce only); focal_gamma.
+    mean, std: per-channel normalisation. augment: a transform or None. seed: shuffling/augmentation seed.
+    """
+
+    def __init__(self, model, optimizer, schedule, *, loss="ce", class_weights=None, label_smoothing=0.0,
+                 focal_gamma=2.0, mean=(0.0,), std=(1.0,), augment=None, batch_size=128, seed=0,
+                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256):
+        if loss not in ("ce", "focal"):
+            raise ValueError(f"loss must be 'ce' or 'focal', got {loss!r}")
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.loss, self.label_smoothing, self.focal_gamma = loss, float(label_smoothing), float(focal_gamma)
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float32)
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        norm = T.Normalize(self.mean, self.std)
+        self.train_transform = T.Compose([augment, norm]) if augment is not None else norm
+        self.batch_size, self.seed, self.device, self.quiet = int(batch_size), int(seed), device, quiet
+        self.frozen_bn = list(frozen_bn)
+        self.eval_batch_size = eval_batch_size
+        self.history: list[dict] = []
+        self.epoch = 0              # epochs completed
+        self.best_metric = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self._w = None if self.class_weights is None else tinycnn.tensor(self.class_weights, device=device)
+
+    # ------------------------------------------------------------------ one epoch
+    def _loss(self, logits, yb):
+        if self.loss == "focal":
+            return F.focal_loss(logits, yb, gamma=self.focal_gamma, alpha=self._w)
+        return F.cross_entropy(logits, yb, weight=self._w, label_smoothing=self.label_smoothing)
+
+    def train_epoch(self, loader, epoch: int) -> float:
+        self.model.train()
+        for m in self.frozen_bn:
+            m.eval()
+        total, count = 0.0, 0
+        per_step = hasattr(self.schedule, "apply")
+        batches = loader.iter_epoch(epoch)
+        bar = _progress(batches, len(loader), f"epoch {epoch + 1}", self.quiet)
+        for b, (xb, yb) in enumerate(bar):
+            if per_step:
+                self.schedule.apply()
+            x = tinycnn.tensor(xb, device=self.device)
+            y = tinycnn.tensor(np.asarray(yb, dtype=np.int64), device=self.device)
+            logits = self.model(x)
+            loss = self._loss(logits, y)
+            value = float(loss.item())
+            if not math.isfinite(value):
+                lr = self.optimizer.param_groups[0]["lr"]
+                raise TrainingDiverged(f"training stopped: loss became {value} at epoch {epoch + 1}, batch {b + 1} "
+                                       f"(lr {lr:.3g}); lower --lr or check the data")
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            if per_step:
+                self.schedule.step()
+            total += value * len(xb)
+            count += len(xb)
+            if bar is not batches:
+                bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    def evaluate(self, ds, task, desc="val"):
+        """(loss, probs, {"auc", "acc"}) of a dataset; loss is plain (unweighted, unsmoothed) cross-entropy."""
+        from tinycnn.metrics import medmnist_evaluate
+
+        logits = predict_logits(self.model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
+                                quiet=self.quiet, desc=desc)
+        z = logits - logits.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        y = np.asarray(ds.labels).astype(np.int64)
+        loss = float(-logp[np.arange(len(y)), y].mean())
+        probs = np.exp(logp)
+        try:
+            m = medmnist_evaluate(y, probs, task)
+        except ValueError:  # AUC undefined (one class only in a tiny split)
+            m = {"auc": float("nan"), "acc": float(np.mean(probs.argmax(1) == y))}
+        return loss, probs, m
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train, val, epochs: int, task: str, run=None, patience: int = 0, stop_after=None, log=print):
+        """Train for `epochs` epochs (continuing from `self.epoch`), validating after each.
+
+        run: a RunDir (or None) to write best/last checkpoints, the train state and history after each epoch.
+        patience: stop when validation AUC has not improved for this many epochs (0 = never).
+        stop_after: end this call after that many epochs in total (tests use it to simulate a killed run).
+        """
+        loader = DataLoader(train, batch_size=self.batch_size, shuffle=True, seed=self.seed,
+                            transform=self.train_transform, drop_last=len(train) > self.batch_size)
+        while self.epoch < epochs:
+            if stop_after is not None and self.epoch >= stop_after:
+                break
+            t0 = time.perf_counter()
+            e = self.epoch
+            train_loss = self.train_epoch(loader, e)
+            val_loss, _, vm = self.evaluate(val, task)
+            lr = self.optimizer.param_groups[0]["lr"]
+            if not hasattr(self.schedule, "apply") and self.schedule is not None:
+                if type(self.schedule).__name__ == "ReduceLROnPlateau":
+                    self.schedule.step(val_loss)
+                else:
+                    self.schedule.step()
+            metric = vm["auc"] if math.isfinite(vm["auc"]) else vm["acc"]
+            improved = metric > self.best_metric
+            if improved:
+                self.best_metric, self.best_epoch, self.bad_epochs = metric, e + 1, 0
+            else:
+                self.bad_epochs += 1
+            self.epoch = e + 1
+            row = {"epoch": e + 1, "train_loss": train_loss, "val_loss": val_loss, "val_acc": vm["acc"],
+                   "val_auc": vm["auc"], "lr": lr, "seconds": time.perf_counter() - t0}
+            self.history.append(row)
+            if run is not None:
+                run.end_epoch(self, improved)
+            if log is not None:
+                log(f"epoch {e + 1}/{epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                    f"val acc {vm['acc']:.4f}  val auc {vm['auc']:.4f}  lr {lr:.2e}  {row['seconds']:.1f}s"
+                    + ("  *best*" if improved else ""))
+            if patience and self.bad_epochs >= patience:
+                if log is not None:
+                    log(f"early stopping: validation AUC did not improve for {patience} epochs "
+                        f"(best {self.best_metric:.4f} at epoch {self.best_epoch})")
+                break
+        return self.history
+
+    # ------------------------------------------------------------------ state for resume
+    def state_info(self) -> dict:
+        sched = self.schedule.state_dict() if self.schedule is not None else {}
+        return {"epoch": self.epoch, "history": self.history, "best_metric": self.best_metric,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "scheduler": sched,
+                "rng": trandom.get_state(), "data_seed": self.seed}
+
+    def save_state(self, path):
+        save_train_state(path, self.model, self.optimizer, self.state_info())
+
+    def load_state(self, path):
+        info = load_train_state(path, self.model, self.optimizer)
+        self.epoch = int(info["epoch"])
+        self.history = list(info["history"])
+        self.best_metric = float(info["best_metric"])
+        self.best_epoch = int(info["best_epoch"])
+        self.bad_epochs = int(info["bad_epochs"])
+        if self.schedule is not None and info.get("scheduler"):
+            self.schedule.load_state_dict(info["scheduler"])
+        trandom.set_state(info["rng"])
+        self.seed = int(info["data_seed"])
+        return info
+
+    def save_model(self, path, meta):
+        save_checkpoint(path, self.model, meta)
