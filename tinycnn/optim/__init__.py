@@ -1,1 +1,7 @@
-"""tinycnn.optim: optimizers and learning-rate schedulers."""
+"""tinycnn.optim: optimizers (SGD, Adam, AdamW, Adagrad, RMSprop) and tinycnn.optim.lr_scheduler."""
+from . import lr_scheduler  # noqa: F401
+from .adagrad import Adagrad  # noqa: F401
+from .adam import Adam, AdamW  # noqa: F401
+from .optimizer import Optimizer  # noqa: F401
+from .rmsprop import RMSprop  # noqa: F401
+from .sgd import SGD  # noqa: F401
