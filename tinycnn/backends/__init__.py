@@ -100,7 +100,8 @@ def array_module(device):
     if not cp.is_available():
         raise RuntimeError(
             "device='cuda' was requested but no usable NVIDIA GPU/driver was found by CuPy "
-            "(cupy.is_available() is False); use device='cpu'")
+            "(cupy.is_available() is False); use device='cpu', or on a machine with a GPU install the CuPy "
+            "build for its CUDA version: pip install 'tinycnn[cuda13]' (CUDA 13) or 'tinycnn[cuda12]' (CUDA 12)")
     return cp
 
 
@@ -150,16 +151,19 @@ def register(name: str, family: str):
     return deco
 
 
+_load_errors: dict[str, ImportError] = {}
+
+
 def _load(family: str) -> bool:
     if family not in _loaded:
         _loaded.add(family)
         try:
             importlib.import_module(_FAMILY_MODULES[family])
-        except ImportError:
+        except ImportError as exc:
             if family in ("numpy",):
                 raise
-            return False
-    return True
+            _load_errors[family] = exc
+    return family not in _load_errors
 
 
 def kernel(name: str, like):
@@ -173,7 +177,9 @@ def kernel(name: str, like):
         _load(family)
         fn = _registry.get((name, family))
         if fn is None:
-            raise RuntimeError(f"GPU kernel family {_gpu_family!r} has no kernel {name!r}")
+            why = _load_errors.get(family)
+            raise RuntimeError(f"GPU kernel family {_gpu_family!r} has no kernel {name!r}"
+                               + (f" ({why})" if why is not None else ""))
         return fn
     if _cpu_family == "numba" and _load("numba"):
         fn = _registry.get((name, "numba"))
