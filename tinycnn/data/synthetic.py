@@ -1,7 +1,8 @@
 """`synthetic`: a learnable two-class image set generated in code (no download).
 
-Class 0 ("disc"): a filled disc. Class 1 ("blob"): an irregular star-like blob whose radius varies with the
-angle, r(theta) = r0 * (1 + sum_k a_k cos(k theta + phi_k)), k in {2..5}. Both have random centre, size
+Class 0 ("disc"): a filled disc. Class 1 ("blob"): an irregular lobed blob whose radius varies with the
+angle, r(theta) = r0 * (1 + a1 cos(k1 theta + phi1) + a2 cos(k2 theta + phi2)), k1 in {3, 4, 5},
+a1 in [0.38, 0.52], k2 in {2..6}, a2 in [0, 0.12]. Both have random centre, size
 and contrast, a soft edge, and sit in textured noise (low-pass filtered Gaussian noise plus white noise),
 so the only reliable cue is the outline. A small CNN separates them to > 95% accuracy within a few epochs.
 Everything is drawn from `numpy.random.default_rng([seed, split_index])`: the same seed gives the same
@@ -46,16 +47,19 @@ def make_images(n: int, size: int = 28, channels: int = 1, seed: int = 0, split_
     dx = xx[None] - cx[:, None, None]
     dist = np.hypot(dy, dx)
     theta = np.arctan2(dy, dx)
-    k = np.arange(2, 6, dtype=np.float64)
-    amp = rng.uniform(0.08, 0.22, size=(n, k.size)) * (labels[:, None] == 1)
-    phase = rng.uniform(0, 2 * np.pi, size=(n, k.size))
-    wobble = np.einsum("nk,nkhw->nhw", amp, np.cos(k[None, :, None, None] * theta[:, None] + phase[..., None, None]))
+    blob = (labels == 1)[:, None, None]
+    k1 = rng.integers(3, 6, size=n)[:, None, None]
+    k2 = rng.integers(2, 7, size=n)[:, None, None]
+    a1 = rng.uniform(0.38, 0.52, size=n)[:, None, None]
+    a2 = rng.uniform(0.0, 0.12, size=n)[:, None, None]
+    p1, p2 = (rng.uniform(0, 2 * np.pi, size=n)[:, None, None] for _ in range(2))
+    wobble = blob * (a1 * np.cos(k1 * theta + p1) + a2 * np.cos(k2 * theta + p2))
     radius = r0[:, None, None] * (1 + wobble)
-    mask = 1.0 / (1.0 + np.exp(-(radius - dist) / 0.6))
-    background = rng.uniform(0.25, 0.45, size=(n, 1, 1))
-    contrast = rng.uniform(0.18, 0.4, size=(n, 1, 1)) * rng.choice([-1.0, 1.0], size=(n, 1, 1), p=[0.2, 0.8])
+    mask = 1.0 / (1.0 + np.exp(-(radius - dist) / 0.5))
+    background = rng.uniform(0.2, 0.45, size=(n, 1, 1))
+    contrast = rng.uniform(0.3, 0.5, size=(n, 1, 1))
     img = background + contrast * mask
-    img = img + 0.07 * _texture(rng, n, size) + 0.035 * rng.standard_normal((n, size, size))
+    img = img + 0.06 * _texture(rng, n, size) + 0.03 * rng.standard_normal((n, size, size))
     img = np.clip(img, 0.0, 1.0).astype(np.float32)[:, None]
     if channels == 3:
         tint = rng.uniform(0.85, 1.15, size=(n, 3, 1, 1)).astype(np.float32)
