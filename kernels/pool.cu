@@ -6,7 +6,8 @@ template <> __device__ __forceinline__ float neg_inf<float>() { return __int_as_
 template <> __device__ __forceinline__ double neg_inf<double>() { return __longlong_as_double(0xfff0000000000000ULL); }
 
 // idx holds h * W + w of the chosen element of the (H, W) plane; padding is never chosen; ties keep the
-// first element in row-major window order and the first NaN wins (as the NumPy reference).
+// first element in row-major window order; a NaN replaces the running maximum (PyTorch's rule, as the
+// NumPy reference).
 template <typename T>
 __device__ __forceinline__ void max_pool_fwd_impl(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ idx,
                                                   int NC, int H, int W, int OH, int OW, int kH, int kW,
@@ -28,7 +29,7 @@ __device__ __forceinline__ void max_pool_fwd_impl(const T* __restrict__ x, T* __
                 const int w = w0 + kw;
                 if (w < 0 || w >= W) continue;
                 const T v = xp[h * W + w];
-                if (bidx < 0 || v > best || (v != v && best == best)) {
+                if (bidx < 0 || v > best || v != v) {
                     best = v;
                     bidx = h * W + w;
                 }

@@ -106,7 +106,7 @@ def col2im_kernel(cols, dx, N, C, H, W, kH, kW, OH, OW, sh, sw, ph, pw, dh, dw, 
 
 @cuda.jit(cache=True)
 def max_pool_fwd_kernel(x, y, idx, NC, H, W, OH, OW, kH, kW, sh, sw, ph, pw):
-    """y = window max (padding never chosen, first maximum, first NaN wins); idx = h * W + w (int32)."""
+    """y = window max (padding never chosen, first maximum, a NaN replaces the maximum); idx = h * W + w."""
     for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
         ow = i % OW
         oh = (i // OW) % OH
@@ -122,7 +122,7 @@ def max_pool_fwd_kernel(x, y, idx, NC, H, W, OH, OW, kH, kW, sh, sw, ph, pw):
                 if w < 0 or w >= W:
                     continue
                 v = x[base + h * W + w]
-                if bidx < 0 or v > best or (v != v and best == best):
+                if bidx < 0 or v > best or v != v:
                     best = v
                     bidx = h * W + w
         y[i] = best
