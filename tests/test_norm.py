@@ -191,3 +191,16 @@ def test_numba_batch_norm_is_deterministic_and_handles_views(rng):
     b = cpu_numba_nn.batch_norm_forward_train(view, None, None, 1e-5)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
+
+
+def test_batch_norm_uses_the_numba_kernels_on_cpu_by_default():
+    from tinycnn.backends import cpu_numba_nn, cpu_numpy_nn
+
+    x = np.zeros((2, 3, 4), np.float32)
+    assert backends.kernel("batch_norm_forward_train", x) is cpu_numba_nn.batch_norm_forward_train
+    assert backends.kernel("batch_norm_backward", x) is cpu_numba_nn.batch_norm_backward
+    backends.set_cpu_kernels("numpy")
+    try:
+        assert backends.kernel("batch_norm_forward_train", x) is cpu_numpy_nn.batch_norm_forward_train
+    finally:
+        backends.set_cpu_kernels("numba")
