@@ -159,6 +159,15 @@ def test_other_images_to_png_without_metadata(tmp_path):
         assert b"Quixotica" not in p.read_bytes() and "Doe" not in p.name
 
 
+def test_burned_in_annotation_warns(tmp_path):
+    src = write_dicom(tmp_path / "b.dcm", ramp())
+    ds = pydicom.dcmread(src)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(src)
+    with pytest.warns(UserWarning, match="BurnedInAnnotation is YES"):
+        convert.convert_paths([src], tmp_path / "o")
+
+
 def test_errors_name_the_input(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(convert.ConversionError, match="notes.txt: not a DICOM file and not an image"):

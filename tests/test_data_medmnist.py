@@ -197,3 +197,30 @@ def test_dataset_table(data_dir, isolated):
     assert set(rows) == {"synthetic", *EXPECTED_2D}
     assert rows["pneumoniamnist"]["verified"] is True and rows["pneumoniamnist"]["path"].endswith("pneumoniamnist.npz")
     assert rows["pathmnist"]["path"] is None and rows["synthetic"]["path"] == "generated"
+
+
+def test_multilabel_and_rgb_files_load_in_the_right_shapes(monkeypatch, tmp_path, isolated):
+    """ChestMNIST-style (N, 14) labels stay 2-D; RGB (N, 28, 28, 3) images become (N, 3, 28, 28)."""
+    rng = np.random.default_rng(0)
+    n = {"train": 4, "val": 2, "test": 3}
+    for name, n_labels, rgb in (("chestmnist", 14, False), ("pathmnist", 1, True)):
+        info = MEDMNIST[name]
+        arrays = {}
+        for s, k in n.items():
+            arrays[f"{s}_images"] = rng.integers(0, 256, (k, 28, 28, 3) if rgb else (k, 28, 28), dtype=np.uint8)
+            hi = 2 if n_labels > 1 else info.n_classes
+            arrays[f"{s}_labels"] = rng.integers(0, hi, (k, n_labels), dtype=np.uint8)
+        p = tmp_path / f"{name}.npz"
+        _write_npz(p, **arrays)
+        md5 = hashlib.md5(p.read_bytes()).hexdigest()
+        fake = data.MedMNISTInfo(name, info.task, info.class_names, info.n_channels,
+                                 (data.registry.Release("t", "file://x", md5, n),))
+        monkeypatch.setitem(MEDMNIST, name, fake)
+        ds = data.load_medmnist(name, data_dir=tmp_path)
+        if rgb:
+            assert ds.train.images.shape == (4, 3, 28, 28) and ds.train.labels.shape == (4,)
+            np.testing.assert_array_equal(ds.val.images[1, 2] * np.float32(255),
+                                          arrays["val_images"][1, :, :, 2].astype(np.float32))
+        else:
+            assert ds.train.images.shape == (4, 1, 28, 28) and ds.test.labels.shape == (3, 14)
+            np.testing.assert_array_equal(ds.test.labels, arrays["test_labels"])

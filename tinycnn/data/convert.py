@@ -16,12 +16,14 @@ Privacy: only pixel values leave the input. A PNG is written by Pillow from an a
 or EXIF; file names are `<sha256 of the PNG pixels, 16 hex>.png` (`-f<k>` per frame), never derived from
 the input name or tags. The optional sidecar `<same>.json` holds only whitelisted acquisition tags
 (`SIDECAR_TAGS`), each validated to a number, a list of numbers or a short code string.
+Text burned into the pixels cannot be removed this way: a DICOM with BurnedInAnnotation = YES gets a warning.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +116,9 @@ def dicom_to_arrays(path, window=None):
     except Exception as e:  # pydicom raises many types (missing pixel data, unsupported compression, ...)
         raise ConversionError(f"{path}: cannot read DICOM pixel data ({type(e).__name__}; compressed transfer "
                               f"syntaxes may need pylibjpeg or gdcm)") from None
+    if str(getattr(ds, "BurnedInAnnotation", "")).upper() == "YES":
+        warnings.warn(f"{path}: BurnedInAnnotation is YES: the pixels themselves may show identifying text, "
+                      f"which conversion does not remove; check the PNG before sharing it", stacklevel=3)
     spp = int(getattr(ds, "SamplesPerPixel", 1))
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     nframes = int(getattr(ds, "NumberOfFrames", 1) or 1)
