@@ -195,6 +195,7 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
     """
     from tinycnn.models import canonical_name, get_model
 
+    log = log or (lambda text: None)
     resume = bool(user_settings.get("resume"))
     out = user_settings.get("out")
     if resume:

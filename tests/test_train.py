@@ -1,0 +1,168 @@
+"""Training: run directory contents, bit-identical --resume, schedules, NaN stop, transfer learning, recipes."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import tinycnn
+from tinycnn.training import (CheckpointError, Trainer, TrainingDiverged, WarmupCosine, build_model,
+                              default_settings, load_checkpoint, train_run)
+from tinycnn.training.checkpoint import _flatten_optimizer, _unflatten_optimizer
+
+QUICK = {"dataset": "synthetic", "subset": 64, "model": "simplecnn", "epochs": 2, "batch_size": 32, "seed": 0}
+RUN_FILES = ["config.json", "best.safetensors", "last.safetensors", "last.state.safetensors", "history.csv",
+             "metrics.json", "curves.png", "roc.png", "confusion.png"]
+
+
+def _quiet(**kw):
+    return {**QUICK, **kw}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "a"
+    res = train_run(_quiet(out=str(out)), log=None, quiet=True)
+    return out, res
+
+
+def test_run_directory_has_every_file(quick_run):
+    out, res = quick_run
+    for name in RUN_FILES:
+        assert (out / name).stat().st_size > 0, name
+    cfg = json.loads((out / "config.json").read_text())
+    for key in ("settings", "version", "seed", "device", "kernel_family", "normalization", "dataset"):
+        assert key in cfg, key
+    assert cfg["settings"]["epochs"] == 2 and cfg["settings"]["model"] == "simplecnn"
+    assert cfg["settings"]["optimizer"] == "adamw"  # filled in by the recipe
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds"]
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("acc", "auc", "precision", "recall", "f1", "sensitivity", "specificity", "confusion_matrix", "n"):
+        assert key in m, key
+    assert m["n"] == 20 and np.sum(m["confusion_matrix"]) == 20
+    best_epoch = 1 + int(np.argmax([float(r["val_auc"]) for r in rows]))
+    assert m["best_epoch"] == best_epoch
+
+
+def test_checkpoint_metadata_rebuilds_the_model(quick_run):
+    out, _ = quick_run
+    state, meta = load_checkpoint(out / "best.safetensors")
+    assert meta["model"] == "simplecnn" and meta["in_channels"] == 1 and meta["num_classes"] == 2
+    assert len(meta["mean"]) == 1 and len(meta["std"]) == 1 and meta["class_names"]
+    model, _ = build_model(out / "best.safetensors")
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, state[k])
+
+
+def test_resume_gives_bit_identical_weights(quick_run, tmp_path):
+    out_a, _ = quick_run
+    out_b = tmp_path / "b"
+    first = train_run(_quiet(out=str(out_b)), log=None, quiet=True, stop_after=1)   # "killed" after epoch 1
+    assert first.get("stopped") and not (out_b / "metrics.json").exists()
+    assert len(list(csv.DictReader((out_b / "history.csv").open()))) == 1
+    tinycnn.manual_seed(12345)  # a resumed process starts from arbitrary RNG state
+    train_run({"out": str(out_b), "resume": True}, log=None, quiet=True)
+    a = tinycnn.load(out_a / "last.safetensors")
+    b = tinycnn.load(out_b / "last.safetensors")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ha = [r["val_loss"] for r in csv.DictReader((out_a / "history.csv").open())]
+    hb = [r["val_loss"] for r in csv.DictReader((out_b / "history.csv").open())]
+    assert ha == hb
+
+
+def test_resume_without_run_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no config.json in"):
+        train_run({"out": str(tmp_path / "none"), "resume": True}, log=None, quiet=True)
+
+
+def test_optimizer_state_roundtrip():
+    from tinycnn.models import get_model
+    m = get_model("simplecnn")
+    opt = tinycnn.optim.AdamW(m.parameters(), lr=1e-3)
+    loss = m(tinycnn.randn(4, 1, 28, 28)).sum()
+    loss.backward()
+    opt.step()
+    sd = opt.state_dict()
+    arrays, spec = _flatten_optimizer(sd)
+    spec = json.loads(json.dumps(spec))
+    back = _unflatten_optimizer(arrays, spec)
+    assert back["param_groups"] == json.loads(json.dumps(sd["param_groups"]))
+    for i, entry in sd["state"].items():
+        for name, v in entry.items():
+            np.testing.assert_array_equal(np.asarray(back["state"][int(i)][name]), np.asarray(v))
+
+
+def test_warmup_cosine_values():
+    p = tinycnn.nn.Parameter(tinycnn.zeros(1))
+    opt = tinycnn.optim.SGD([p], lr=1.0)
+    s = WarmupCosine(opt, total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        s.apply()
+        lrs.append(opt.param_groups[0]["lr"])
+        s.step()
+    expected = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-12)
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    from tinycnn.data import ArrayDataset
+    from tinycnn.models import get_model
+    x = np.random.default_rng(0).random((16, 1, 28, 28)).astype(np.float32)
+    x[3, 0, 5, 5] = np.nan
+    ds = ArrayDataset(x, np.arange(16) % 2)
+    model = get_model("simplecnn")
+    opt = tinycnn.optim.Adam(model.parameters())
+    tr = Trainer(model, opt, None, batch_size=16, quiet=True)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 1, batch 1 .*lower --lr"):
+        tr.fit(ds, ds, 1, "binary-class", log=None)
+
+
+def test_transfer_learning_new_head_and_freeze(quick_run, tmp_path):
+    out_a, _ = quick_run
+    res = train_run(_quiet(out=str(tmp_path / "t"), epochs=1, init_from=str(out_a / "best.safetensors"),
+                           freeze="conv1,conv2"), log=None, quiet=True)
+    src = tinycnn.load(out_a / "best.safetensors")
+    dst = tinycnn.load(tmp_path / "t" / "last.safetensors")
+    for k in ("conv1.weight", "conv1.bias", "conv2.weight"):
+        np.testing.assert_array_equal(src[k], dst[k])   # frozen: unchanged by training
+    assert not np.array_equal(src["fc1.weight"], dst["fc1.weight"])
+    assert res["metrics"]["n"] == 20
+    with pytest.raises(ValueError, match="--freeze prefix 'nope' matches no parameter"):
+        train_run(_quiet(out=str(tmp_path / "u"), epochs=1, init_from=str(out_a / "best.safetensors"),
+                         freeze="nope"), log=None, quiet=True)
+
+
+def test_corrupted_checkpoint_is_a_checkpoint_error(tmp_path, quick_run):
+    out_a, _ = quick_run
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((out_a / "best.safetensors").read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupted or not a safetensors file"):
+        load_checkpoint(bad)
+    plain = tmp_path / "plain.safetensors"
+    tinycnn.save({"w": np.zeros(3, np.float32)}, plain)
+    with pytest.raises(CheckpointError, match="without tinycnn metadata"):
+        load_checkpoint(plain)
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("channels,n,counts,expect_flip,expect_weights", [
+    (1, 4708, (1214, 3494), False, "none"),      # large grayscale, imbalanced
+    (1, 546, (147, 399), True, "balanced"),       # small grayscale, imbalanced
+    (3, 1000, (500, 500), True, "none"),          # colour, balanced
+])
+def test_recipe_depends_on_properties(channels, n, counts, expect_flip, expect_weights):
+    from tinycnn.data import DatasetInfo
+    info = DatasetInfo("x", "binary-class", ("a", "b"), channels, 28, {"train": n}, "generated")
+    labels = np.repeat([0, 1], counts)
+    r = default_settings(info, labels)
+    assert ("hflip" in r["augment"]) == expect_flip
+    assert r["class_weights"] == expect_weights
+    assert r["model"] == "vgg" and r["optimizer"] == "adamw" and r["label_smoothing"] == 0.1
+    assert ("vflip" in r["augment"]) == (channels == 3)
