@@ -254,6 +254,7 @@ class AdaptiveAvgPool2d(Module):
 class _BatchNorm(Module):
     """Batch normalisation with learnable affine (gamma=weight, beta=bias) and running statistics.
 
+    bias=False (keyword-only, as torch 2.x) keeps gamma but drops beta.
     Buffers running_mean (zeros), running_var (ones) and num_batches_tracked (int64 0-d) as torch.
     Training: normalise with batch statistics and update the running ones with factor `momentum`
     (momentum=None: cumulative average, factor 1/num_batches_tracked). Eval: use the running ones.
@@ -262,7 +263,7 @@ class _BatchNorm(Module):
     _expected_dims: tuple = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 device=None, dtype=None):
+                 device=None, dtype=None, *, bias=True):
         super().__init__()
         self.num_features = _int_arg(num_features, "num_features", 1)
         if not isinstance(eps, numbers.Real) or eps < 0:
@@ -277,7 +278,10 @@ class _BatchNorm(Module):
         c = self.num_features
         if self.affine:
             self.weight = Parameter(np.ones(c, dtype=dt))
-            self.bias = Parameter(np.zeros(c, dtype=dt))
+            if bias:
+                self.bias = Parameter(np.zeros(c, dtype=dt))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -302,7 +306,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         if self.affine:
             init.ones_(self.weight)
-            init.zeros_(self.bias)
+            if self.bias is not None:
+                init.zeros_(self.bias)
 
     def _check_input_dim(self, x):
         if not isinstance(x, Tensor):
@@ -328,7 +333,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+                f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):

@@ -400,8 +400,7 @@ class Module:
         The Parameter objects stay the same (an optimizer built earlier still updates them);
         integer buffers such as num_batches_tracked keep their dtype. Returns self.
         """
-        if isinstance(device, (np.dtype, type)) or (isinstance(device, str) and device not in ("cpu", "cuda")
-                                                   and not device.startswith("cuda:")):
+        if dtype is None and _looks_like_dtype(device):
             # to(dtype) given positionally, as torch allows
             device, dtype = None, device
         dtype = as_dtype(dtype)
@@ -447,6 +446,18 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return f"{self._get_name()}({lines[0]})"
         return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _looks_like_dtype(value):
+    if isinstance(value, (np.dtype, type)):
+        return True
+    if isinstance(value, str) and value.split(":")[0] not in ("cpu", "cuda"):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return False
+        return True
+    return False
 
 
 def _host_copy(a):
