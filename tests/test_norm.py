@@ -7,6 +7,14 @@ import tinycnn.nn.functional as F
 from tinycnn import backends
 from _nn_compare import assert_close, backward_both, pair
 
+
+@pytest.fixture
+def cpu_family():
+    """Select a CPU kernel family for one test and restore the previous choice afterwards."""
+    before = backends.get_cpu_kernels()
+    yield backends.set_cpu_kernels
+    backends.set_cpu_kernels(before)
+
 SHAPES = {"NC": (6, 3), "NCL": (4, 3, 5), "NCHW": (3, 2, 4, 5), "N1HW": (2, 1, 3, 3), "batch1": (1, 3, 2, 2)}
 
 
@@ -56,14 +64,11 @@ def test_batch_norm_matches_torch(shape, training, affine, dtype, rng):
 
 
 @pytest.mark.parametrize("family", ["numpy", "numba"])
-def test_batch_norm_kernel_families_match_torch(family, rng):
-    backends.set_cpu_kernels(family)
-    try:
-        o, t = _setup((8, 4, 6, 5), np.float32, rng)
-        y, yt = _run(o, t, True)
-        _compare_all(o, t, y, yt, np.float32, rng, True)
-    finally:
-        backends.set_cpu_kernels("numba")
+def test_batch_norm_kernel_families_match_torch(family, rng, cpu_family):
+    cpu_family(family)
+    o, t = _setup((8, 4, 6, 5), np.float32, rng)
+    y, yt = _run(o, t, True)
+    _compare_all(o, t, y, yt, np.float32, rng, True)
 
 
 def test_batch_norm_running_stats_over_steps_match_torch(rng):
@@ -111,17 +116,14 @@ def test_batch_norm_under_no_grad_still_updates_running_stats(rng):
 
 
 @pytest.mark.parametrize("family", ["numpy", "numba"])
-def test_batch_norm_float32_accurate_with_large_mean(family, rng):
+def test_batch_norm_float32_accurate_with_large_mean(family, rng, cpu_family):
     # single-pass formulas lose everything when mean >> std; ours must stay close to float64 truth
-    backends.set_cpu_kernels(family)
-    try:
-        x64 = rng.standard_normal((16, 4, 8, 8)) * 0.01 + 1000.0
-        x32 = x64.astype(np.float32)
-        y = F.batch_norm(tinycnn.tensor(x32), None, None, training=True).numpy()
-        ref = torch.nn.functional.batch_norm(torch.tensor(x32.astype(np.float64)), None, None, training=True).numpy()
-        np.testing.assert_allclose(y, ref, atol=2e-3)
-    finally:
-        backends.set_cpu_kernels("numba")
+    cpu_family(family)
+    x64 = rng.standard_normal((16, 4, 8, 8)) * 0.01 + 1000.0
+    x32 = x64.astype(np.float32)
+    y = F.batch_norm(tinycnn.tensor(x32), None, None, training=True).numpy()
+    ref = torch.nn.functional.batch_norm(torch.tensor(x32.astype(np.float64)), None, None, training=True).numpy()
+    np.testing.assert_allclose(y, ref, atol=2e-3)
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
@@ -193,14 +195,12 @@ def test_numba_batch_norm_is_deterministic_and_handles_views(rng):
         np.testing.assert_array_equal(u, v)
 
 
-def test_batch_norm_uses_the_numba_kernels_on_cpu_by_default():
+def test_batch_norm_kernel_dispatch_follows_the_cpu_family(cpu_family):
     from tinycnn.backends import cpu_numba_nn, cpu_numpy_nn
 
     x = np.zeros((2, 3, 4), np.float32)
+    cpu_family("numba")
     assert backends.kernel("batch_norm_forward_train", x) is cpu_numba_nn.batch_norm_forward_train
     assert backends.kernel("batch_norm_backward", x) is cpu_numba_nn.batch_norm_backward
-    backends.set_cpu_kernels("numpy")
-    try:
-        assert backends.kernel("batch_norm_forward_train", x) is cpu_numpy_nn.batch_norm_forward_train
-    finally:
-        backends.set_cpu_kernels("numba")
+    cpu_family("numpy")
+    assert backends.kernel("batch_norm_forward_train", x) is cpu_numpy_nn.batch_norm_forward_train
