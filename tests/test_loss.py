@@ -248,3 +248,21 @@ def test_mse_loss_gradcheck_and_errors(rng):
         F.mse_loss(x, tinycnn.tensor(rng.standard_normal((2, 3))))
     with pytest.raises(ValueError, match=r"reduction must be one of .*got 'max'"):
         F.mse_loss(x, y, reduction="max")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.booleans(), st.booleans(), st.sampled_from(REDUCTIONS),
+       st.integers(0, 2**31 - 1))
+def test_bce_with_logits_broadcast_weights_like_torch(n, c, row_weight, col_weight, reduction, seed):
+    # property: weight broadcasting over rows or columns and pos_weight over the class axis agree with torch
+    rng = np.random.default_rng(seed)
+    x, xt = pair(rng.standard_normal((n, c)) * 5)
+    y, yt_ = pair(rng.random((n, c)), requires_grad=False)
+    w_shape = (n if row_weight else 1, c if col_weight else 1)
+    w, wt = pair(rng.random(w_shape) + 0.1, requires_grad=False)
+    pw, pwt = pair(rng.random(c) + 0.1, requires_grad=False)
+    out = F.binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction=reduction, weight=w)
+    outt = TF.binary_cross_entropy_with_logits(xt, yt_, weight=wt, reduction=reduction, pos_weight=pwt)
+    assert_close(out, outt, np.float64, "loss")
+    backward_both(out, outt, rng)
+    assert_close(x.grad, xt.grad, np.float64, "dlogits")
