@@ -148,7 +148,12 @@ def test_compose_and_parse_augment(batch):
     c = T.Compose([T.RandomHorizontalFlip(1.0), T.RandomVerticalFlip(1.0)])
     np.testing.assert_array_equal(c(batch, np.random.default_rng(0)), batch[..., ::-1, ::-1])
     aug = T.parse_augment("hflip,rotate=15,shift=0.1,scale=0.1,brightness=0.1,contrast=0.1,noise=0.01")
-    assert len(aug.transforms) == 7 and aug(batch, np.random.default_rng(0)).shape == batch.shape
+    assert len(aug.transforms) == 5 and aug(batch, np.random.default_rng(0)).shape == batch.shape
+    affine = aug.transforms[1]  # rotate/shift/scale merged into one warp
+    assert isinstance(affine, T.RandomAffine)
+    assert affine.degrees == (-15.0, 15.0) and affine.translate == (-0.1, 0.1) and affine.scale == (0.9, 1.1)
+    with pytest.raises(ValueError, match="bad value for augmentation 'rotate'"):
+        T.parse_augment("rotate=abc")
     assert T.parse_augment("none") is None and T.parse_augment("") is None
     with pytest.raises(ValueError, match="unknown augmentation 'twirl'.*hflip"):
         T.parse_augment("hflip,twirl")

@@ -92,34 +92,41 @@ def affine_warp(x: np.ndarray, matrices: np.ndarray, out_size=None, mode: str = 
     py, px = np.mgrid[0:ho, 0:wo].astype(np.float64)
     px = (px - (wo - 1) / 2.0).ravel()
     py = (py - (ho - 1) / 2.0).ravel()
-    qx = m[:, 0, 0, None] * px + m[:, 0, 1, None] * py + m[:, 0, 2, None] + (w - 1) / 2.0
-    qy = m[:, 1, 0, None] * px + m[:, 1, 1, None] * py + m[:, 1, 2, None] + (h - 1) / 2.0
-    # Snap values within 1e-9 of an integer so that exact maps (identity, flips, 90-degree turns) copy pixels.
-    qx = np.where(np.abs(qx - np.round(qx)) < 1e-9, np.round(qx), qx)
-    qy = np.where(np.abs(qy - np.round(qy)) < 1e-9, np.round(qy), qy)
+    qx = m[:, 0, 0, None] * px + m[:, 0, 1, None] * py + (m[:, 0, 2, None] + (w - 1) / 2.0)
+    qy = m[:, 1, 0, None] * px + m[:, 1, 1, None] * py + (m[:, 1, 2, None] + (h - 1) / 2.0)
+    # The image is padded by one pixel (fill or edge copy), so every tap reads a valid address: a sample
+    # point beyond the padding is clamped onto it, where its 2x2 neighbourhood is pure padding anyway.
+    lo = 0.0 if mode == "edge" else -1.0
+    np.clip(qx, lo, w - 1 - lo, out=qx)
+    np.clip(qy, lo, h - 1 - lo, out=qy)
+    x0, fx = _floor_frac(qx, w - 1 - lo)
+    y0, fy = _floor_frac(qy, h - 1 - lo)
     if mode == "edge":
-        qx = np.clip(qx, 0, w - 1)
-        qy = np.clip(qy, 0, h - 1)
-    x0 = np.floor(qx)
-    y0 = np.floor(qy)
-    fx = (qx - x0).astype(x.dtype)[:, None]
-    fy = (qy - y0).astype(x.dtype)[:, None]
-    x0 = x0.astype(np.int64)
-    y0 = y0.astype(np.int64)
-    flat = x.reshape(n, c, h * w)
-
-    def tap(yi, xi):
-        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        idx = np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)
-        vals = np.take_along_axis(flat, np.broadcast_to(idx[:, None], (n, c, idx.shape[1])), axis=2)
-        if mode == "constant":
-            vals = np.where(inside[:, None], vals, x.dtype.type(fill))
-        return vals
-
-    out = (tap(y0, x0) * (1 - fx) * (1 - fy) + tap(y0, x0 + 1) * fx * (1 - fy)
-           + tap(y0 + 1, x0) * (1 - fx) * fy + tap(y0 + 1, x0 + 1) * fx * fy)
-    # Weights of exactly 0 must not pull in NaN/inf or out-of-range neighbours: handled because 0 * finite = 0.
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    else:
+        xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="constant", constant_values=fill)
+    hp, wp = h + 2, w + 2
+    base = (y0 + 1) * wp + (x0 + 1)                                   # (N, P) into one padded plane
+    base = base[:, None, :] + (np.arange(n * c).reshape(n, c, 1) * (hp * wp))  # (N, C, P) into the batch
+    flat = xp.reshape(-1)
+    fx = fx.astype(x.dtype)[:, None]
+    fy = fy.astype(x.dtype)[:, None]
+    top = flat.take(base) * (1 - fx) + flat.take(base + 1) * fx
+    bot = flat.take(base + wp) * (1 - fx) + flat.take(base + wp + 1) * fx
+    out = top * (1 - fy) + bot * fy
     return out.reshape(n, c, ho, wo).astype(x.dtype, copy=False)
+
+
+def _floor_frac(q, upper):
+    """Left tap i and weight f of the right tap for sample points q <= upper, with i + 1 <= upper.
+
+    Points within 1e-9 of a pixel centre get f = 0 exactly, so exact maps (identity, flips, 90-degree
+    turns) copy pixels bit for bit.
+    """
+    i = np.minimum(np.floor(q + 1e-9), upper - 1)
+    f = q - i
+    f = np.where(f < 1e-9, 0.0, f)
+    return i.astype(np.int64), f
 
 
 def _affine_matrices(angle_deg, scale, tx, ty):
@@ -422,7 +429,8 @@ def parse_augment(spec):
     """Build a Compose from a CLI string like "hflip,rotate=15,shift=0.1,scale=0.1,brightness=0.1".
 
     Names: hflip[=p], vflip[=p], rotate[=deg], shift[=fraction], scale[=s], crop[=size], brightness[=b],
-    contrast[=c], noise[=std]. "none" or "" gives None (no augmentation).
+    contrast[=c], noise[=std]. rotate/shift/scale are merged into one `RandomAffine` (placed where the
+    first of them appears). "none" or "" gives None (no augmentation).
     """
     if spec is None:
         return None
@@ -432,12 +440,26 @@ def parse_augment(spec):
     if spec in ("", "none"):
         return None
     out = []
+    geometric = {}
     for item in spec.split(","):
         key, _, val = item.strip().partition("=")
         if key not in _AUG_NAMES:
             raise ValueError(f"unknown augmentation {key!r} in {spec!r}: expected one of {', '.join(_AUG_NAMES)}")
         try:
-            out.append(_AUG_NAMES[key](val or None))
+            if key in ("rotate", "shift", "scale"):
+                # one bilinear warp for all three: faster, and the image is interpolated (blurred) once
+                if not geometric:
+                    out.append(geometric)
+                geometric[key] = float(val) if val else {"rotate": 10.0, "shift": 0.1, "scale": 0.1}[key]
+            else:
+                out.append(_AUG_NAMES[key](val or None))
         except ValueError as e:
             raise ValueError(f"bad value for augmentation {key!r} in {spec!r}: {e}") from None
+    if geometric:
+        try:
+            affine = RandomAffine(degrees=geometric.get("rotate", 0.0), translate=geometric.get("shift"),
+                                  scale=geometric.get("scale"))
+        except ValueError as e:
+            raise ValueError(f"bad value for augmentation in {spec!r}: {e}") from None
+        out = [affine if t is geometric else t for t in out]
     return Compose(out)
