@@ -75,7 +75,9 @@ def class_target(target, n, c, device):
         raise ValueError(f"target must have shape ({n},) to match input of batch size {n}, got shape {tuple(arr.shape)}")
     if backends.device_of(arr) != device:
         arr = backends.to_device(arr, device)
-    if n:
+    # on cuda this check would stall every training step on a device-to-host copy (and cannot run inside
+    # a captured CUDA graph); the GPU cross-entropy kernels give a NaN loss for a label out of range instead
+    if n and device == "cpu":
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= c:
             bad = lo if lo < 0 else hi
