@@ -144,7 +144,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if rm is not None:
         mean, invstd = stats["mean"], stats["invstd"]
         # var + eps = 1 / invstd^2, recovered in float64: as accurate as invstd itself while var >> eps
-        var = 1.0 / invstd.astype("float64") ** 2 - eps
+        var = xp_of(invstd).maximum(1.0 / invstd.astype("float64") ** 2 - eps, 0.0)
         unbiased = (var * (m / (m - 1))).astype(rm.dtype)
         # in place, so modules and optimisers that hold these buffers see the new values
         rm.data *= 1.0 - factor
