@@ -66,6 +66,11 @@ def test_load_pneumonia_arrays(data_dir, isolated):
     assert ds.info.to_dict()["class_names"] == ["normal", "pneumonia"]
 
 
+def test_explicit_npz_path(data_dir, isolated):
+    ds = data.load_dataset(str(data_dir / "breastmnist.npz"))
+    assert ds.info.source == str(data_dir / "breastmnist.npz") and len(ds.test) == 156
+
+
 def test_lookup_order(data_dir, isolated, monkeypatch, tmp_path):
     env_dir, arg_dir = tmp_path / "env", tmp_path / "arg"
     cache = data.cache_dir()

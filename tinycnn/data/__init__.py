@@ -18,6 +18,7 @@ Loading a dataset
     (a ValueError) with a one-line message the CLI can print as is.
   - "synthetic" -> `make_synthetic(...)`: discs vs irregular blobs, binary, no download
     (sizes 2000/400/400 at 28x28 unless `synthetic_sizes=(n_train, n_val, n_test)`; `seed` picks the images).
+  - a path to `<medmnist name>.npz` -> that file, MD5- and layout-checked.
   - an existing directory -> `load_image_folder(path, size=size, seed=seed)`: one sub-folder per class,
     train/val/test sub-folders used when present, else a seeded stratified 80/10/10 split.
 `data.dataset_table(data_dir)` lists every known dataset with where its file is found and whether its
@@ -75,7 +76,11 @@ def load_dataset(name, data_dir=None, download=True, size=28, seed=0, progress=N
         if size != 28:
             raise ValueError(f"size for MedMNIST datasets must be 28 (the 28x28 files), got {size}")
         return load_medmnist(key, data_dir=data_dir, download=download, progress=progress)
-    if Path(key).expanduser().is_dir():
+    path = Path(key).expanduser()
+    if path.is_file() and path.suffix == ".npz" and path.stem.lower() in MEDMNIST:
+        # an explicit MedMNIST file: verified like any other copy, searched first in its own folder
+        return load_medmnist(path.stem.lower(), data_dir=path.parent, download=False, progress=progress)
+    if path.is_dir():
         return load_image_folder(key, size=size, seed=seed)
     raise DatasetError(f"unknown dataset {key!r}: not a directory and not one of {', '.join(known_datasets())}")
 
