@@ -217,12 +217,14 @@ def load_medmnist(name: str, data_dir=None, download=True, progress=None, url=No
     except Exception as e:  # an MD5-valid file always opens; this guards a file changed underneath us
         raise LayoutError(f"{path}: cannot be read as a .npz archive ({e})") from None
     with npz:
-        check_layout(npz, info, release.n_samples, path)
-        multilabel = info.task.startswith("multi-label")
-        parts = {}
-        for s in SPLITS:
-            y = npz[f"{s}_labels"].astype(np.int64)
-            parts[s] = ArrayDataset(to_nchw_float(npz[f"{s}_images"]), y if multilabel else y.reshape(-1))
+        # each member is decompressed once: read them all, then check and convert the in-memory arrays
+        arrays = {k: npz[k] for k in npz.files if k.endswith(("_images", "_labels"))}
+    check_layout(arrays, info, release.n_samples, path)
+    multilabel = info.task.startswith("multi-label")
+    parts = {}
+    for s in SPLITS:
+        y = arrays.pop(f"{s}_labels").astype(np.int64)
+        parts[s] = ArrayDataset(to_nchw_float(arrays.pop(f"{s}_images")), y if multilabel else y.reshape(-1))
     meta = DatasetInfo(name=info.name, task=info.task, class_names=info.class_names, n_channels=info.n_channels,
                        image_size=28, n_samples=dict(release.n_samples), source=str(path), md5=release.md5,
                        extra={"medmnist_release": release.version, "license": info.license})
