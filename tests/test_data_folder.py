@@ -67,6 +67,16 @@ def test_grayscale_pixels_and_resize(tmp_path):
     np.testing.assert_allclose(allx[ally == 0], 0.0)
 
 
+def test_gray_jpeg_saved_as_rgb_is_one_channel(tmp_path):
+    rng = np.random.default_rng(1)
+    for cls in ("a", "b"):
+        (tmp_path / "ds" / cls).mkdir(parents=True)
+        for i in range(5):
+            g = rng.integers(0, 256, (12, 12), dtype=np.uint8)
+            Image.fromarray(np.stack([g] * 3, -1)).save(tmp_path / "ds" / cls / f"{i}.jpg", quality=90)
+    assert data.load_image_folder(tmp_path / "ds").info.n_channels == 1
+
+
 def test_folder_errors(tmp_path):
     with pytest.raises(data.DatasetError, match="does not exist or is not a directory"):
         data.load_image_folder(tmp_path / "missing")

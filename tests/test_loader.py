@@ -63,6 +63,16 @@ def test_resume_mid_epoch_and_state_dict(ds):
     assert dl2.state_dict() == {"seed": 5, "epoch": 3}
 
 
+def test_threads_do_not_change_results(ds):
+    aug = T.Compose([T.RandomRotation(30), T.GaussianNoise(0.1)])
+    ref = list(DataLoader(ds, batch_size=4, shuffle=True, seed=2, transform=aug, prefetch=0))
+    for workers in (1, 3):
+        got = list(DataLoader(ds, batch_size=4, shuffle=True, seed=2, transform=aug, num_workers=workers))
+        for (xa, ya), (xb, yb) in zip(ref, got, strict=True):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+
+
 def test_transform_gets_per_batch_generator(ds):
     seen = []
 
