@@ -204,3 +204,26 @@ def test_batch_norm_kernel_dispatch_follows_the_cpu_family(cpu_family):
     assert backends.kernel("batch_norm_backward", x) is cpu_numba_nn.batch_norm_backward
     cpu_family("numpy")
     assert backends.kernel("batch_norm_forward_train", x) is cpu_numpy_nn.batch_norm_forward_train
+
+
+@pytest.mark.parametrize("family", ["numpy", "numba"])
+def test_batch_norm_constant_channel(family, rng, cpu_family):
+    # zero variance: xhat = 0 so y = beta, dx stays finite, running_var decays towards 0 and never goes
+    # negative. Reference: torch in float64 (torch's float32 mean is off by an ulp here, times invstd ~ 316)
+    cpu_family(family)
+    x = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    x[:, 1] = 2.5
+    o, t = _setup((4, 2, 3, 3), np.float32, rng)
+    o["x"] = tinycnn.tensor(x.copy(), requires_grad=True)
+    t = {k: None if v is None else v.detach().double().requires_grad_(v.requires_grad) for k, v in t.items()}
+    t["x"] = torch.tensor(x.astype(np.float64), requires_grad=True)
+    y, yt = _run(o, t, True)
+    np.testing.assert_allclose(y.numpy()[:, 1], np.broadcast_to(o["b"].numpy()[1], (4, 3, 3)), rtol=1e-6)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(tinycnn.tensor(g))
+    yt.backward(torch.tensor(g.astype(np.float64)))
+    pairs = [(y, yt, "y"), (o["x"].grad, t["x"].grad, "dx"), (o["w"].grad, t["w"].grad, "dweight"),
+             (o["b"].grad, t["b"].grad, "dbias"), (o["rm"], t["rm"], "running_mean"), (o["rv"], t["rv"], "running_var")]
+    for ours, theirs, name in pairs:
+        np.testing.assert_allclose(ours.numpy(), theirs.detach().numpy(), rtol=1e-5, atol=2e-5, err_msg=name)
+    assert np.all(np.isfinite(o["x"].grad.numpy())) and np.all(o["rv"].numpy() >= 0)
