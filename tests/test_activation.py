@@ -102,3 +102,12 @@ def test_activation_bad_inputs_name_the_argument(rng):
         F.relu(rng.standard_normal(3))
     with pytest.raises(ValueError, match=r"dim=2 is out of range .* 2 dimensions"):
         F.softmax(tinycnn.tensor(rng.standard_normal((2, 3))), dim=2)
+
+
+@pytest.mark.parametrize("slope", [0.2, np.float64(0.2), np.float32(0.2)], ids=["float", "np.float64", "np.float32"])
+def test_leaky_relu_keeps_float32_for_any_slope_type(slope):
+    x = tinycnn.tensor(np.array([-1.0, 2.0], dtype=np.float32), requires_grad=True)
+    y = F.leaky_relu(x, slope)
+    y.sum().backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), [-0.2, 2.0], rtol=1e-6)

@@ -28,9 +28,11 @@ class LeakyReLU(Function):
 
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
+        # a NumPy float64 slope would promote float32 data to float64 (NEP 50); keep x's dtype
+        slope = x.dtype.type(negative_slope) if x.dtype.kind == "f" else negative_slope
         ctx.save_for_backward(x)
-        ctx.slope = negative_slope
-        return xp_of(x).where(x > 0, x, x * negative_slope)
+        ctx.slope = slope
+        return xp_of(x).where(x > 0, x, x * slope)
 
     @staticmethod
     def backward(ctx, g):
