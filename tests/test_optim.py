@@ -324,3 +324,39 @@ def test_reference_cnn_three_adam_steps_match_torch():
         assert loss.item() == pytest.approx(tl.item(), rel=1e-10)
     for k, v in tm.state_dict().items():
         np.testing.assert_allclose(m.state_dict()[k], v.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["cupy", "numba"])
+@pytest.mark.parametrize("name,kw", [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
+                                     ("Adam", dict(lr=0.01, weight_decay=0.1)), ("AdamW", dict(lr=0.01)),
+                                     ("Adagrad", dict(lr=0.1)), ("RMSprop", dict(lr=0.01, centered=True,
+                                                                                 momentum=0.5))])
+def test_optimizers_on_cuda_match_cpu(family, name, kw):
+    """Module.to('cuda') keeps the Parameters; the GPU update (adam_step kernels for Adam/AdamW) equals the CPU one."""
+    from tinycnn import backends
+    prev = backends.get_gpu_kernels()
+    backends.set_gpu_kernels(family)
+    try:
+        for dtype, rtol in ((np.float64, 1e-10), (np.float32, 1e-5)):
+            cpu = nn.Linear(7, 5, dtype=dtype)
+            gpu = nn.Linear(7, 5, dtype=dtype)
+            gpu.load_state_dict(cpu.state_dict())
+            params = list(gpu.parameters())
+            gpu.to("cuda")
+            assert list(gpu.parameters()) == params and gpu.weight.device == "cuda"
+            oc, og = getattr(optim, name)(cpu.parameters(), **kw), getattr(optim, name)(gpu.parameters(), **kw)
+            rng = np.random.default_rng(0)
+            for _ in range(STEPS):
+                for pc, pg in zip(cpu.parameters(), gpu.parameters()):
+                    g = rng.standard_normal(pc.shape).astype(dtype)
+                    pc.grad = tinycnn.tensor(g)
+                    pg.grad = tinycnn.tensor(g).to("cuda")
+                oc.step()
+                og.step()
+            for k, v in cpu.state_dict().items():
+                np.testing.assert_allclose(gpu.state_dict()[k], v, rtol=rtol, atol=rtol, err_msg=f"{k} {dtype}")
+            sd = og.state_dict()
+            assert all(isinstance(a, np.ndarray) for s in sd["state"].values() for a in s.values())
+    finally:
+        backends.set_gpu_kernels(prev)
