@@ -503,3 +503,19 @@ def test_comparisons_return_bool_tensors():
 def test_repr_mentions_dtype_and_grad():
     r = repr(tinycnn.tensor([1.0], requires_grad=True))
     assert "float32" in r and "requires_grad=True" in r
+
+
+# ---------------------------------------------------------------------------- top-level namespace
+@pytest.mark.parametrize("path", ["nn", "nn.functional", "nn.init", "optim", "optim.lr_scheduler", "cuda"])
+def test_import_tinycnn_exposes_submodules(path):
+    obj = tinycnn
+    for part in path.split("."):
+        assert hasattr(obj, part), f"tinycnn.{path} must be available after `import tinycnn`"
+        obj = getattr(obj, part)
+
+
+@pytest.mark.parametrize("name", ["Tensor", "tensor", "from_numpy", "zeros", "ones", "randn", "rand", "no_grad",
+                                  "manual_seed", "save", "load", "gradcheck", "GradcheckError"])
+def test_top_level_names(name):
+    assert callable(getattr(tinycnn, name))
+    assert issubclass(tinycnn.GradcheckError, RuntimeError)
