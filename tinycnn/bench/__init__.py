@@ -26,8 +26,8 @@ __all__ = ["run", "main", "SECTIONS"]
 
 SECTIONS = ("ops", "e2e", "epoch", "scaling")
 
-_TIMING = {True: dict(reps=7, warmup=1, min_sample_s=0.003, budget_s=1.5),
-           False: dict(reps=15, warmup=2, min_sample_s=0.01, budget_s=8.0)}
+_TIMING = {True: dict(reps=7, warmup=1, min_sample_s=0.003, budget_s=1.5, gap_s=0.005),
+           False: dict(reps=15, warmup=2, min_sample_s=0.01, budget_s=8.0, gap_s=0.01)}
 
 
 def _load_torch(use_torch: bool):
@@ -85,6 +85,14 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, se
     ceil = {"gemm": [machine.gemm_peak(gemm_n)], "bandwidth": [machine.memory_bandwidth(bw_mb)]}
 
     tim = dict(_TIMING[quick], **(timing or {}))
+    section_s = results["section_seconds"] = {}
+    t_sec = time.perf_counter()
+
+    def lap(name):
+        nonlocal t_sec
+        section_s[name] = time.perf_counter() - t_sec
+        t_sec = time.perf_counter()
+
     if "ops" in sections:
         cases = opcases.grid(quick, set(ops) if ops else None)
         recs = []
@@ -97,6 +105,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, se
             impls = runner.implementations(case, torch=torch, gpu=gpu)
             recs.append(runner.run_case(case, impls, timing=tim, seed=seed))
         results["ops"] = recs
+        lap("ops")
     if "e2e" in sections:
         fams = ("numpy", "numba") if not quick else (backends.get_cpu_kernels(),)
         recs = []
@@ -104,16 +113,19 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, se
             recs += endtoend.run_model_case(point, torch=torch, gpu=gpu, seed=seed, families=fams,
                                             budget_s=20.0 if quick else 90.0)
         results["e2e"] = recs
+        lap("e2e")
     if "epoch" in sections:
         ep = endtoend.epoch_throughput(quick=quick, torch=torch, gpu=gpu, data_dir=data_dir, seed=seed)
         results["epoch"] = ep
         if "note" in ep:
             _say(f"note: {ep['note']}", quiet)
+        lap("epoch")
     if "scaling" in sections:
-        impls = {backends.get_cpu_kernels(): {"impl": "tinycnn", "family": backends.get_cpu_kernels()}}
+        impls = {f"tinycnn[{backends.get_cpu_kernels()}]": {"impl": "tinycnn", "family": backends.get_cpu_kernels()}}
         if torch is not None:
             impls["torch"] = {"impl": "torch"}
         results["scaling"] = scaling.run_scaling(quick=quick, impls=impls, threads=threads)
+        lap("scaling")
 
     ceil["gemm"].append(machine.gemm_peak(gemm_n))
     ceil["bandwidth"].append(machine.memory_bandwidth(bw_mb))

@@ -185,7 +185,8 @@ def _roofline_plot(records, ceilings, path: Path):
         ax.set_yticklabels(labels, fontsize=6)
         ax.invert_yaxis()
         ax.set_xlabel(what, fontsize=8)
-        ax.legend(fontsize=7)
+        if impls:
+            ax.legend(fontsize=7)
     axes[0].set_title("compute-bound ops (minimum FLOPs)", fontsize=9)
     axes[1].set_title("memory-bound ops (minimum bytes moved)", fontsize=9)
     fig.tight_layout()

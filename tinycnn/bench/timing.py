@@ -12,6 +12,10 @@ Each implementation gets:
     timed in batches so the clock's resolution and Python's call overhead do not dominate);
   * `reps` samples of `number` calls each; a sample is the mean time of one call in that batch.
 The summary is the median and the inter-quartile range (IQR = q75 - q25) of the samples.
+
+Between samples of different implementations the loop sleeps `gap_s`: idle OpenMP (PyTorch) and
+OpenBLAS / Numba worker threads spin for a few milliseconds before they sleep, and on a 2-core
+machine that spinning would otherwise steal the cores from whichever implementation runs next.
 """
 from __future__ import annotations
 
@@ -44,7 +48,8 @@ def _timed(fn, number: int, sync) -> float:
 
 def interleaved(fns: dict[str, Callable[[], object]], *, reps: int = 11, warmup: int = 2,
                 min_sample_s: float = 0.005, max_number: int = 1000, budget_s: float | None = None,
-                min_reps: int = 3, syncs: dict[str, Callable[[], None]] | None = None) -> dict[str, dict]:
+                min_reps: int = 3, syncs: dict[str, Callable[[], None]] | None = None,
+                gap_s: float = 0.0) -> dict[str, dict]:
     """Time each callable in `fns` with alternating samples; returns name -> record.
 
     record = {"first_call_s", "number", "samples" (seconds per call), **summarize(samples)}.
@@ -75,6 +80,8 @@ def interleaved(fns: dict[str, Callable[[], object]], *, reps: int = 11, warmup:
     for r in range(reps):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
+            if gap_s > 0 and len(names) > 1:
+                time.sleep(gap_s)
             out[name]["samples"].append(_timed(fns[name], out[name]["number"], syncs.get(name)))
         if budget_s is not None and r + 1 >= min_reps and time.perf_counter() - start > budget_s:
             break
