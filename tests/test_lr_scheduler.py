@@ -218,3 +218,21 @@ def test_bad_arguments(make, exc, match):
     o, _ = _opts()
     with pytest.raises(exc, match=match):
         make(o)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(t_max=st.integers(1, 12), eta_min=st.floats(0.0, 0.05), warm=st.integers(1, 6),
+       start=st.floats(0.01, 1.0))
+def test_warmup_cosine_random_configs_match_torch(t_max, eta_min, warm, start):
+    """The training pipeline's schedule (LinearLR warm-up then cosine) for random settings, 30 epochs."""
+    a, b = _sequences(
+        lambda o: S.SequentialLR(o, [S.LinearLR(o, start_factor=start, total_iters=warm),
+                                     S.CosineAnnealingLR(o, t_max, eta_min=eta_min)], milestones=[warm]),
+        lambda t: torch.optim.lr_scheduler.SequentialLR(
+            t, [torch.optim.lr_scheduler.LinearLR(t, start_factor=start, total_iters=warm),
+                torch.optim.lr_scheduler.CosineAnnealingLR(t, t_max, eta_min=eta_min)], milestones=[warm]),
+        epochs=30)
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-15)

@@ -360,3 +360,27 @@ def test_optimizers_on_cuda_match_cpu(family, name, kw):
             assert all(isinstance(a, np.ndarray) for s in sd["state"].values() for a in s.values())
     finally:
         backends.set_gpu_kernels(prev)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.floats(1e-4, 0.5), momentum=st.floats(0.0, 0.99), dampening=st.floats(0.0, 0.9),
+       weight_decay=st.floats(0.0, 0.5), nesterov=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_sgd_random_hyperparameters_match_torch(lr, momentum, dampening, weight_decay, nesterov, seed):
+    if nesterov:
+        momentum, dampening = max(momentum, 0.1), 0.0
+    kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+    ours, theirs, _, _ = _run_pair("SGD", kw, [(4, 3)], steps=8, seed=seed)
+    np.testing.assert_allclose(ours[0].data, theirs[0].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(["Adam", "AdamW"]), lr=st.floats(1e-4, 0.1), beta1=st.floats(0.0, 0.99),
+       beta2=st.floats(0.5, 0.9999), eps=st.floats(1e-10, 1e-3), weight_decay=st.floats(0.0, 0.5),
+       seed=st.integers(0, 2 ** 16))
+def test_adam_random_hyperparameters_match_torch(name, lr, beta1, beta2, eps, weight_decay, seed):
+    kw = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
+    ours, theirs, _, _ = _run_pair(name, kw, [(4, 3)], steps=8, seed=seed)
+    np.testing.assert_allclose(ours[0].data, theirs[0].detach().numpy(), rtol=1e-10, atol=1e-12)
