@@ -249,7 +249,9 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
     meta = {"model": s["model"], "in_channels": s["in_channels"], "num_classes": s["num_classes"],
             "image_size": int(ds.info.image_size), "mean": mean, "std": std,
             "class_names": list(ds.info.class_names), "task": ds.info.task, "dataset": ds.info.name,
-            "seed": s["seed"]}
+            "seed": s["seed"],
+            "data": {"dataset": str(s["dataset"]), "data_dir": s.get("data_dir"), "subset": s.get("subset"),
+                     "seed": s["seed"], "image_size": s.get("image_size", 28)}}
     run = RunDir(s["out"], meta)
     if resume:
         info = trainer.load_state(run.file("last.state.safetensors"))
@@ -312,8 +314,15 @@ def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, d
     from tinycnn.metrics import classification_report
 
     model, meta = build_model(checkpoint, device=device)
-    ds = load_data({**TRAIN_DEFAULTS, "dataset": dataset or meta.get("dataset"), "data_dir": data_dir,
-                    "image_size": meta.get("image_size", 28)})
+    source = meta.get("data", {})
+    if dataset is None or str(dataset) == str(source.get("dataset")):
+        # the training data: same source, seed (synthetic images and folder splits depend on it) and subset
+        spec = {**TRAIN_DEFAULTS, **source, "data_dir": data_dir or source.get("data_dir")}
+    else:
+        spec = {**TRAIN_DEFAULTS, "dataset": dataset, "data_dir": data_dir, "image_size": meta.get("image_size", 28)}
+    if spec.get("dataset") is None:
+        raise ValueError(f"checkpoint {checkpoint} does not name its dataset: pass --dataset NAME|DIR")
+    ds = load_data(spec)
     if ds.info.n_channels != meta["in_channels"]:
         raise ValueError(f"checkpoint {checkpoint} expects {meta['in_channels']}-channel images, "
                          f"dataset {ds.info.name!r} has {ds.info.n_channels}")
