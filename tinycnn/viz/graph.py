@@ -53,6 +53,9 @@ def graph(tensor, params=None, path=None, fmt=None) -> str:
         return nid
 
     root_ctx = tensor._ctx
+    if root_ctx is not None and root_ctx.freed:
+        raise RuntimeError("tensor's graph was freed by backward(): call graph() before backward(), "
+                           "or pass retain_graph=True to backward()")
     if root_ctx is None:
         leaf(tensor)
         lines.append("}")
