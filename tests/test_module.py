@@ -260,3 +260,13 @@ def test_nn_namespaces_are_attributes_of_tinycnn():
     assert tc.nn.init.kaiming_uniform_ is not None
     assert tc.optim.lr_scheduler.CosineAnnealingLR is not None
     assert tc.optim.Adam is not None
+
+
+def test_train_calls_overridden_train_of_children():
+    class FrozenBN(nn.BatchNorm2d):
+        def train(self, mode=True):
+            return super().train(False)      # e.g. keep BN statistics frozen when fine-tuning
+
+    m = nn.Sequential(nn.Conv2d(1, 2, 3), FrozenBN(2))
+    m.train()
+    assert m.training and m[0].training and not m[1].training

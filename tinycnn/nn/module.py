@@ -298,8 +298,10 @@ class Module:
     def train(self, mode: bool = True):
         if not isinstance(mode, bool):
             raise TypeError(f"train(mode) expects a bool, got {type(mode).__name__}")
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        # recursive calls (not a flat loop) so that a child overriding train() is honoured, as in torch
+        object.__setattr__(self, "training", mode)
+        for m in self.children():
+            m.train(mode)
         return self
 
     def eval(self):
