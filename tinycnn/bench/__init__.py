@@ -48,7 +48,7 @@ def _say(msg: str, quiet: bool) -> None:
 def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, sections=SECTIONS,
         ops: list[str] | None = None, threads: int | None = None, data_dir: str | None = None,
         use_torch: bool = True, timing: dict | None = None, seed: int = 0, quiet: bool = False,
-        plots: bool = True) -> dict:
+        plots: bool = True, command: str | None = None) -> dict:
     """Run the suite; write ``results.json`` and the PNGs to `out_dir`; print the tables; return the results.
 
     quick: the small grid (< 2 minutes on a 2-core machine); else the full suite.
@@ -69,8 +69,7 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, se
     threads_set = machine.set_threads(threads)
     gpu = cuda.is_available()
     results: dict = {
-        "suite": "quick" if quick else "full", "command": " ".join(["tinycnn", "bench"] + sys.argv[1:])
-        if Path(sys.argv[0]).name in ("tinycnn", "__main__.py") else None,
+        "suite": "quick" if quick else "full", "command": command,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": threads, "threads_set": threads_set,
         "cpu_kernels_default": backends.get_cpu_kernels(), "torch": torch is not None, "gpu": gpu,
         "loadavg_start": list(os.getloadavg()), "machine": machine.machine_info(),
@@ -153,7 +152,8 @@ def _tables(results: dict, report) -> str:
     blas = m["blas"].get("numpy_blas", {})
     blas_name = blas.get("name", "?") + " " + str(blas.get("version", "")) if isinstance(blas, dict) else "?"
     parts = [
-        f"tinycnn bench ({results['suite']} suite), {results['started']}",
+        f"{results.get('command') or 'tinycnn.bench.run'} ({results['suite']} suite), {results['started']}, "
+        f"{results['seconds']:.0f} s",
         f"machine: {m['cpu']}, {m['usable_cores']} cores, GPU: {m['gpu'] or 'none'}; BLAS: {blas_name}; "
         f"threads: torch {m.get('torch_threads')}, numba {m.get('numba_threads')}",
         f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
@@ -195,12 +195,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Command-line entry point (`tinycnn bench ...`); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         sections = tuple(s.strip() for s in args.only.split(",")) if args.only else SECTIONS
         ops = [s.strip() for s in args.ops.split(",")] if args.ops else None
         run(args.quick, args.out, sections=sections, ops=ops, threads=args.threads, data_dir=args.data_dir,
-            use_torch=not args.no_torch, quiet=args.quiet, plots=not args.no_plots)
+            use_torch=not args.no_torch, quiet=args.quiet, plots=not args.no_plots,
+            command=" ".join(["tinycnn", "bench"] + argv))
     except (ValueError, TypeError, RuntimeError, OSError) as exc:
         if args.debug:
             raise

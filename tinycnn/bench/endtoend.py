@@ -217,7 +217,7 @@ def model_cases(quick: bool) -> list[dict]:
     """(model, batch, input size, timing) points of the end-to-end step benchmark."""
     if quick:
         return [dict(model="simplecnn", batch=128, input_size=28, reps=5),
-                dict(model="resnet18", batch=16, input_size=28, reps=3)]
+                dict(model="resnet18", batch=8, input_size=28, reps=3)]
     return [dict(model="simplecnn", batch=128, input_size=28, reps=15),
             dict(model="simplecnn", batch=1, input_size=28, reps=15),
             dict(model="resnet18", batch=128, input_size=28, reps=5)]
@@ -306,7 +306,7 @@ def epoch_throughput(*, quick: bool, torch=None, gpu: bool = False, data_dir: st
                      model: str = "simplecnn", batch: int = 128, seed: int = 0) -> dict:
     """Images/second of training epochs on PneumoniaMNIST's train split, interleaved by epoch.
 
-    Each rep trains one epoch (quick: the first 1024 images) with every implementation in turn,
+    Each rep trains one epoch (quick: the first 512 images) with every implementation in turn,
     rotating the order; the data (uint8 -> float32 in [0, 1], shuffled with a fixed seed) is the
     same for all. The first epoch of each implementation is reported apart as the cold epoch.
     """
@@ -315,7 +315,7 @@ def epoch_throughput(*, quick: bool, torch=None, gpu: bool = False, data_dir: st
         return {"note": "pneumoniamnist.npz not found (set TINYCNN_DATA_DIR or --data-dir); epoch benchmark skipped"}
     with np.load(path) as z:
         images, labels = z["train_images"], z["train_labels"].ravel().astype(np.int64)
-    n = min(len(images), 1024) if quick else len(images)
+    n = min(len(images), 512) if quick else len(images)
     order = np.random.default_rng(seed).permutation(len(images))[:n]
     xs = (images[order].astype(np.float32) / np.float32(255.0))[:, None]
     ys = labels[order]
