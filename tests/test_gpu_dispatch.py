@@ -190,3 +190,17 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
     expected = sorted(f"tinycnn/kernels/{p.name}" for p in (ROOT / "kernels").glob("*.cu"))
     assert shipped == expected
     assert expected, "kernels/ has no .cu files"
+
+
+@needs_no_gpu
+def test_gpu_benchmark_script_without_gpu():
+    """The GPU benchmark imports and parses its arguments here; without a GPU it says so and exits 2."""
+    proc = _python("import runpy, sys; sys.argv = ['gpu_bench.py', '--quick', '--only', 'gemm']; "
+                   "runpy.run_path('benchmarks/gpu_bench.py', run_name='__main__')")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no GPU: tinycnn.cuda.is_available() is False" in proc.stderr
+    bash = shutil.which("bash")
+    if bash:
+        check = subprocess.run([bash, "-n", str(ROOT / "benchmarks" / "run_gpu_checks.sh")], capture_output=True,
+                               text=True)
+        assert check.returncode == 0, check.stderr
