@@ -868,6 +868,19 @@ def philox_raw(counters, seed):
     return out
 
 
+_dummy_steps: dict[str, object] = {}
+
+
+def _unused_step(xp):
+    """A one-element int64 array for the kernel's device-step argument when the step comes from the host
+    (allocated once: the kernel does not read it)."""
+    key = xp.__name__
+    a = _dummy_steps.get(key)
+    if a is None:
+        a = _dummy_steps[key] = xp.zeros(1, dtype=np.int64)
+    return a
+
+
 @register("adam_step", "numba_cuda")
 def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay, decoupled):
     """In place on flat buffers: PyTorch's Adam (decoupled=False) / AdamW (decoupled=True).
@@ -881,11 +894,10 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wei
         if a.shape != param.shape or a.dtype != param.dtype:
             raise ValueError(f"adam_step: {name} must match param (shape {param.shape}, dtype {param.dtype}), "
                              f"got shape {a.shape}, dtype {a.dtype}")
-    xp = _xp(param)
     if hasattr(step, "shape"):
         step_dev, use_dev, step_host = _contig(step.astype(np.int64, copy=False)).reshape(-1), 1, 0.0
     else:
-        step_dev, use_dev, step_host = xp.zeros(1, dtype=np.int64), 0, float(step)
+        step_dev, use_dev, step_host = _unused_step(_xp(param)), 0, float(step)
     if param.size:
         _run(adam_kernel, param.size, param, param, grad, exp_avg, exp_avg_sq, step_host, step_dev, use_dev,
              float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(bool(decoupled)))
