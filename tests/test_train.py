@@ -166,3 +166,11 @@ def test_recipe_depends_on_properties(channels, n, counts, expect_flip, expect_w
     assert r["class_weights"] == expect_weights
     assert r["model"] == "vgg" and r["optimizer"] == "adamw" and r["label_smoothing"] == 0.1
     assert ("vflip" in r["augment"]) == (channels == 3)
+
+
+def test_time_budget_shortens_the_run(tmp_path):
+    out = tmp_path / "budget"
+    res = train_run(_quiet(out=str(out), epochs=None, time_budget=1e-3), log=None, quiet=True)
+    assert len(res["history"]) == 3          # the minimum the budget allows
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["settings"]["epochs_given"] is False

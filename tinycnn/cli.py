@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default=None, metavar="CKPT", help="start from this checkpoint's weights")
     p.add_argument("--freeze", default=None, metavar="PREFIXES",
                    help="comma-separated parameter-name prefixes to freeze (e.g. features)")
+    p.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="shorten training to fit this many seconds (default 780 when --epochs is not given)")
     p.add_argument("--subset", type=_positive_int, default=None, metavar="N",
                    help="use at most N images per split (quick checks)")
     _common(p)
@@ -208,7 +210,7 @@ def cmd_train(args):
 
     keys = ("dataset", "data_dir", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum",
             "scheduler", "warmup_epochs", "loss", "focal_gamma", "label_smoothing", "class_weights", "augment",
-            "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset")
+            "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset", "time_budget")
     settings = {k: getattr(args, k) for k in keys}
     res = train_run(settings, log=lambda t: _say(args, t), quiet=args.quiet)
     m = res["metrics"]

@@ -27,6 +27,10 @@ from .trainer import Trainer, predict_logits, softmax_np
 __all__ = ["TRAIN_DEFAULTS", "RunDir", "train_run", "evaluate_checkpoint", "resolve_settings",
            "load_data", "HISTORY_COLUMNS"]
 
+# seconds of training allowed when the recipe picks the number of epochs: with evaluation and plots a
+# default run stays under 15 minutes on a 2-core CPU (`--time-budget` overrides, `--epochs` disables it)
+DEFAULT_TIME_BUDGET = 780.0
+
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds")
 
 # settings that do not depend on the data (None = chosen by the recipe)
@@ -35,7 +39,7 @@ TRAIN_DEFAULTS = {
     "optimizer": None, "weight_decay": None, "momentum": None, "scheduler": None, "warmup_epochs": None,
     "loss": None, "focal_gamma": None, "label_smoothing": None, "class_weights": None, "augment": None,
     "patience": None, "device": "cpu", "seed": 0, "out": None, "init_from": None, "freeze": None,
-    "subset": None, "image_size": 28, "eval_batch_size": 256,
+    "subset": None, "image_size": 28, "eval_batch_size": 256, "time_budget": None,
 }
 
 
@@ -216,6 +220,7 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
     tinycnn.manual_seed(int(s.get("seed") or 0))
     ds = load_data({**TRAIN_DEFAULTS, **s}, progress=None if not quiet else False)
     if not resume and "in_channels" not in s:
+        s["epochs_given"] = s.get("epochs") is not None
         s = resolve_settings(s, ds)
     s["model"] = canonical_name(s["model"])
     s["in_channels"] = ds.info.n_channels
@@ -262,9 +267,12 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
                   "seed": s["seed"], "command": "tinycnn train", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_json(run.file("config.json"), config)
     t0 = time.perf_counter()
+    budget = s.get("time_budget")
+    if budget is None and not s.get("epochs_given"):
+        budget = DEFAULT_TIME_BUDGET
     trainer.fit(ds.train, ds.val, s["epochs"], ds.info.task, run=run, patience=s["patience"],
-                stop_after=stop_after, log=None if quiet else log)
-    if trainer.epoch < s["epochs"] and stop_after is not None and trainer.epoch >= stop_after:
+                stop_after=stop_after, log=None if quiet else log, time_budget=budget)
+    if trainer.epoch < trainer.target_epochs and stop_after is not None and trainer.epoch >= stop_after:
         return {"run_dir": str(run.path), "metrics": None, "history": trainer.history, "settings": s,
                 "stopped": True}
     metrics = finish_run(run, ds, device, quiet=quiet, log=log)

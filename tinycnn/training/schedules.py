@@ -55,6 +55,8 @@ class WarmupCosine:
     def load_state_dict(self, sd: dict) -> None:
         self.step_count = int(sd["step_count"])
         self.base_lrs = list(sd["base_lrs"])
+        self.total = int(sd.get("total", self.total))  # a time budget may have shortened the run
+        self.warmup = int(sd.get("warmup", self.warmup))
 
 
 class ConstantLR:

@@ -25,6 +25,7 @@ from tinycnn.data import transforms as T
 from tinycnn.nn import functional as F
 
 from .checkpoint import load_train_state, save_checkpoint, save_train_state
+from .schedules import WarmupCosine
 
 __all__ = ["Trainer", "TrainingDiverged", "softmax_np", "predict_logits"]
 
@@ -96,6 +97,8 @@ class Trainer:
         self.best_metric = -math.inf
         self.best_epoch = 0
         self.bad_epochs = 0
+        self.target_epochs = None   # set by fit; may shrink under a time budget
+        self.steps_per_epoch = None
         self._w = None if self.class_weights is None else tinycnn.tensor(self.class_weights, device=device)
 
     # ------------------------------------------------------------------ one epoch
@@ -153,16 +156,44 @@ class Trainer:
         return loss, probs, m
 
     # ------------------------------------------------------------------ fit
-    def fit(self, train, val, epochs: int, task: str, run=None, patience: int = 0, stop_after=None, log=print):
+    def _fit_budget(self, time_budget, log):
+        """Shorten the run (only ever) so that training ends within `time_budget` seconds.
+
+        Checked after each of the first 3 epochs with the fastest epoch so far (the first one includes JIT
+        compilation); the cosine schedule is stretched to the new length, which early in the run changes
+        the learning rates very little. The new length is part of the saved state, so resuming repeats it.
+        """
+        if not time_budget or self.epoch > 3:
+            return
+        spent = sum(h["seconds"] for h in self.history)
+        per = min(h["seconds"] for h in self.history)
+        fit_epochs = self.epoch + int(max(time_budget - spent, 0) // per)
+        if fit_epochs < self.target_epochs:
+            new = max(fit_epochs, self.epoch + 1, 3)
+            if new < self.target_epochs:
+                if log is not None:
+                    log(f"time budget {time_budget:.0f}s at {per:.1f}s/epoch: training {new} epochs "
+                        f"instead of {self.target_epochs}")
+                self.target_epochs = new
+                if isinstance(self.schedule, WarmupCosine):
+                    self.schedule.total = new * self.steps_per_epoch
+
+    def fit(self, train, val, epochs: int, task: str, run=None, patience: int = 0, stop_after=None, log=print,
+            time_budget=None):
         """Train for `epochs` epochs (continuing from `self.epoch`), validating after each.
 
         run: a RunDir (or None) to write best/last checkpoints, the train state and history after each epoch.
         patience: stop when validation AUC has not improved for this many epochs (0 = never).
         stop_after: end this call after that many epochs in total (tests use it to simulate a killed run).
+        time_budget: seconds of training allowed; fewer epochs are run when the first epochs show that
+            `epochs` would not fit (None = no limit).
         """
         loader = DataLoader(train, batch_size=self.batch_size, shuffle=True, seed=self.seed,
                             transform=self.train_transform, drop_last=len(train) > self.batch_size)
-        while self.epoch < epochs:
+        self.steps_per_epoch = len(loader)
+        if self.target_epochs is None:
+            self.target_epochs = int(epochs)
+        while self.epoch < self.target_epochs:
             if stop_after is not None and self.epoch >= stop_after:
                 break
             t0 = time.perf_counter()
@@ -185,10 +216,11 @@ class Trainer:
             row = {"epoch": e + 1, "train_loss": train_loss, "val_loss": val_loss, "val_acc": vm["acc"],
                    "val_auc": vm["auc"], "lr": lr, "seconds": time.perf_counter() - t0}
             self.history.append(row)
+            self._fit_budget(time_budget, log)
             if run is not None:
                 run.end_epoch(self, improved)
             if log is not None:
-                log(f"epoch {e + 1}/{epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
+                log(f"epoch {e + 1}/{self.target_epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
                     f"val acc {vm['acc']:.4f}  val auc {vm['auc']:.4f}  lr {lr:.2e}  {row['seconds']:.1f}s"
                     + ("  *best*" if improved else ""))
             if patience and self.bad_epochs >= patience:
@@ -203,7 +235,8 @@ class Trainer:
         sched = self.schedule.state_dict() if self.schedule is not None else {}
         return {"epoch": self.epoch, "history": self.history, "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "scheduler": sched,
-                "rng": trandom.get_state(), "data_seed": self.seed}
+                "rng": trandom.get_state(), "data_seed": self.seed,
+                "target_epochs": self.target_epochs}
 
     def save_state(self, path):
         save_train_state(path, self.model, self.optimizer, self.state_info())
@@ -219,6 +252,7 @@ class Trainer:
             self.schedule.load_state_dict(info["scheduler"])
         trandom.set_state(info["rng"])
         self.seed = int(info["data_seed"])
+        self.target_epochs = info.get("target_epochs")
         return info
 
     def save_model(self, path, meta):
