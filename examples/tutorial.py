@@ -355,16 +355,17 @@ def section6(data_dir, fast, epochs, seed):
     check("AUC = P(score of a positive > score of a negative)", rep["auc"],
           (diff > 0).mean() + 0.5 * (diff == 0).mean())
     assert rep["auc"] > 0.5, f"the trained model should beat chance, got AUC {rep['auc']:.3f}"
-    return model, xte, yte, probs
+    return {"model": model, "x": xte, "y": yte, "probs": probs, "losses": losses, "dataset": name}
 
 
 # ----------------------------------------------------------------------------------------------------
 # (7) Grad-CAM
 # ----------------------------------------------------------------------------------------------------
-def section7(model, xte, yte, probs, out=None):
+def section7(run, out=None):
     header(7, "Grad-CAM: where the network looked")
     from tinycnn import explain
 
+    model, xte, yte, probs = run["model"], run["x"], run["y"], run["probs"]
     layer = model[3]                                # the last conv
     x = xte[:4]
     cams, targets = explain.grad_cam(model, x, layer=layer, upsample=False, normalize=False)
@@ -424,7 +425,7 @@ def main(argv=None):
     section4()
     section5()
     trained = section6(args.data_dir, args.fast, epochs, args.seed)
-    section7(*trained, out=args.out)
+    section7(trained, out=args.out)
     print(f"\nall checks passed in {time.perf_counter() - t0:.1f} s")
     return trained
 

@@ -227,3 +227,21 @@ def test_filters_errors():
         filters(nn.Linear(4, 3))
     with pytest.raises(TypeError, match="conv must be a Conv2d module or a 4-D weight, got ReLU"):
         filters(nn.ReLU())
+
+
+def test_graph_shows_number_constants_in_the_op_label():
+    a = tinycnn.tensor(np.ones(3), requires_grad=True)
+    nodes, edges = parse_dot(graph(((a ** 2) * 3 + 1.5).sum()))
+    ops = sorted(n["label"][0] for n in nodes.values() if n["shape"] == "box")
+    assert ops == ["Add(., 1.5)", "Mul(., 3)", "Pow(., 2)", "Sum"]
+    assert len(edges) == 5                      # leaf->Pow->Mul->Add->Sum->out: constants are not nodes
+
+
+def test_graph_renders_svg_with_graphviz(tmp_path):
+    import shutil
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz 'dot' is not installed (the error path is tested in test_graph_errors)")
+    a = tinycnn.tensor(np.ones(3), requires_grad=True)
+    text = graph((a * a).sum(), params={"a": a}, path=tmp_path / "g.svg")
+    svg = (tmp_path / "g.svg").read_text()
+    assert text.startswith("digraph") and "<svg" in svg and ">Mul<" in svg and ">a<" in svg

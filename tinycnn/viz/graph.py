@@ -1,6 +1,7 @@
 """The computation graph behind a tensor, as Graphviz DOT text.
 
-Each recorded op becomes a box labelled with the op name and its output shape; each leaf
+Each recorded op becomes a box labelled with the op name (number constants it took shown in place,
+e.g. ``Pow(., 2)``) and its output shape; each leaf
 tensor (input or parameter) becomes an ellipse with its shape, filled when it requires a
 gradient. Edges point from inputs to the op that used them, in the direction data flows.
 """
@@ -10,6 +11,8 @@ import os
 import shutil
 import subprocess
 
+import numpy as np
+
 from ..tensor import Tensor
 
 __all__ = ["graph"]
@@ -17,6 +20,16 @@ __all__ = ["graph"]
 
 def _shape(shape) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _op_name(ctx) -> str:
+    """The op's name; number constants among its inputs are shown in place ("Pow(., 2)")."""
+    args = [a for a in (ctx.inputs or ()) if a is not None]
+    if not any(isinstance(a, (int, float, np.number)) and not isinstance(a, bool) for a in args):
+        return ctx.fn.__name__
+    shown = ["." if isinstance(a, Tensor) else repr(a.item() if isinstance(a, np.number) else a)
+             for a in args if isinstance(a, (Tensor, int, float, np.number))]
+    return f"{ctx.fn.__name__}({', '.join(shown)})"
 
 
 def _escape(text: str) -> str:
@@ -69,7 +82,7 @@ def graph(tensor, params=None, path=None, fmt=None) -> str:
             continue
         seen.add(id(ctx))
         op = node_id(ctx)
-        lines.append(f'  {op} [shape=box, label="{ctx.fn.__name__}\\n{_shape(ctx.out_shape)}"];')
+        lines.append(f'  {op} [shape=box, label="{_escape(_op_name(ctx))}\\n{_shape(ctx.out_shape)}"];')
         for a in ctx.inputs or ():
             if not isinstance(a, Tensor):
                 continue
