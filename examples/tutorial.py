@@ -399,9 +399,9 @@ def section7(run, out=None):
         names = ["normal", "pneumonia"]
         titles = [f"true {names[a]} / pred {names[b]}" for a, b in zip(yte[:4], targets)]
         explain.save_overlays(x, full, out / "gradcam.png", titles=titles)
-        viz.feature_maps(model, x[0], "1", path=out / "feature_maps_conv1.png")
-        viz.feature_maps(model, x[0], "4", path=out / "feature_maps_conv2.png")
-        viz.filters(model[0], path=out / "filters_conv1.png")
+        viz.feature_maps(model, x[0], "1", path=out / "feature_maps_conv1.png", scale=4)
+        viz.feature_maps(model, x[0], "4", path=out / "feature_maps_conv2.png", scale=6)
+        viz.filters(model[0], path=out / "filters_conv1.png", scale=16)
         print(f"  pictures written to {out}")
 
 

@@ -245,3 +245,31 @@ def test_graph_renders_svg_with_graphviz(tmp_path):
     text = graph((a * a).sum(), params={"a": a}, path=tmp_path / "g.svg")
     svg = (tmp_path / "g.svg").read_text()
     assert text.startswith("digraph") and "<svg" in svg and ">Mul<" in svg and ">a<" in svg
+
+
+def test_cli_predict_writes_feature_maps(tmp_path, capsys):
+    from tinycnn.cli import main
+    from tinycnn.models import get_model
+    from tinycnn.training.checkpoint import save_checkpoint
+
+    tinycnn.manual_seed(0)
+    model = get_model("simplecnn", in_channels=1, num_classes=2)
+    ckpt = tmp_path / "m.safetensors"
+    save_checkpoint(ckpt, model, {"model": "simplecnn", "in_channels": 1, "num_classes": 2, "image_size": 28,
+                                  "mean": [0.5], "std": [0.25], "class_names": ["a", "b"]})
+    imgs = []
+    for i in range(2):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray((np.random.default_rng(i).random((28, 28)) * 255).astype(np.uint8)).save(p)
+        imgs.append(str(p))
+    out = tmp_path / "fm"
+    assert main(["predict", "--checkpoint", str(ckpt), *imgs, "--feature-maps", str(out), "--quiet"]) == 0
+    assert "feature maps (conv2) written to" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["000_im0_conv2.png", "001_im1_conv2.png"]
+    k = model.conv2.weight.shape[0]
+    assert count_tiles(out / "000_im0_conv2.png")[2] == k
+    assert main(["predict", "--checkpoint", str(ckpt), imgs[0], "--feature-maps", str(out), "--layer", "conv1",
+                 "--quiet"]) == 0
+    assert count_tiles(out / "000_im0_conv1.png")[2] == model.conv1.weight.shape[0]
+    assert main(["predict", "--checkpoint", str(ckpt), imgs[0], "--feature-maps", str(out), "--layer", "nope"]) != 0
+    assert "layer 'nope' is not in the model; its layers are: conv1" in capsys.readouterr().err

@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--gradcam", metavar="OUT.png", help="write image + Grad-CAM overlay pairs to this PNG")
+    p.add_argument("--feature-maps", metavar="DIR", help="write a grid PNG of each image's feature maps at --layer to DIR")
     p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the model's last conv stage)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -280,6 +281,19 @@ def cmd_predict(args):
         xn = T.Normalize(meta["mean"], meta["std"])(x)
         cams, t = explain.grad_cam(model, xn, layer=args.layer)
         explain.save_overlays(x, cams, args.gradcam, titles=[f"{names[c]} {probs[i, c]:.2f}" for i, c in enumerate(t)])
+    if args.feature_maps:
+        import os
+        from . import tensor, viz
+        from .data import transforms as T
+        layer = args.layer or getattr(model, "cam_layer", None)
+        if layer is None:
+            raise CLIError("--feature-maps needs --layer: this model names no default layer")
+        xn = T.Normalize(meta["mean"], meta["std"])(x)
+        os.makedirs(args.feature_maps, exist_ok=True)
+        for i, p in enumerate(args.images):
+            stem = os.path.splitext(os.path.basename(p))[0]
+            viz.feature_maps(model, tensor(xn[i:i + 1], device=args.device), layer,
+                             path=os.path.join(args.feature_maps, f"{i:03d}_{stem}_{layer}.png"))
     if args.json:
         print(json.dumps(rows))
     else:
@@ -288,6 +302,8 @@ def cmd_predict(args):
             print(f"{r['image']}: {r['label']}  ({ps})")
         if args.gradcam:
             print(f"Grad-CAM overlays written to {args.gradcam}")
+        if args.feature_maps:
+            print(f"feature maps ({layer}) written to {args.feature_maps}")
     return 0
 
 
