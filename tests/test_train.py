@@ -174,3 +174,30 @@ def test_time_budget_shortens_the_run(tmp_path):
     assert len(res["history"]) == 3          # the minimum the budget allows
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["settings"]["epochs_given"] is False
+
+
+@pytest.mark.slow
+def test_resume_after_a_real_kill(quick_run, tmp_path):
+    """A `tinycnn train` process SIGKILLed after epoch 1, then `--resume`d, ends with the uninterrupted weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out_a, _ = quick_run
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "tinycnn", "train", "--dataset", "synthetic", "--subset", "64", "--model",
+            "simplecnn", "--epochs", "2", "--batch-size", "32", "--seed", "0", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (out / "last.state.safetensors").exists():
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    subprocess.run(args + ["--resume"], check=True, stdout=subprocess.DEVNULL)
+    a = tinycnn.load(out_a / "last.safetensors")
+    b = tinycnn.load(out / "last.safetensors")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
