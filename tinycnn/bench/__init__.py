@@ -26,7 +26,7 @@ __all__ = ["run", "main", "SECTIONS"]
 
 SECTIONS = ("ops", "e2e", "epoch", "scaling")
 
-_TIMING = {True: dict(reps=7, warmup=1, min_sample_s=0.003, budget_s=1.5, gap_s=0.005),
+_TIMING = {True: dict(reps=7, warmup=1, min_sample_s=0.003, budget_s=1.0, gap_s=0.005),
            False: dict(reps=15, warmup=2, min_sample_s=0.01, budget_s=8.0, gap_s=0.01)}
 
 

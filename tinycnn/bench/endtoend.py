@@ -57,7 +57,7 @@ def _tiny_model(name, in_channels, num_classes, input_size):
 class _TinyRunner:
     def __init__(self, name, weights, x, y, family=None, device="cpu", gpu_family=None, input_size=28, lr=1e-3):
         import tinycnn  # noqa: PLC0415
-        self.tc, self.family, self.gpu_family = tinycnn, family, gpu_family
+        self.tc, self.family, self.gpu_family, self.device = tinycnn, family, gpu_family, device
         self.model = _tiny_model(name, x.shape[1], _classes(weights), input_size)
         self.model.load_state_dict(weights)
         if device != "cpu":
@@ -111,7 +111,10 @@ class _TinyRunner:
         self.model.train(mode == "train")
 
     def fit_batch(self, xb, yb):
+        # host batches go to the model's device here, as a user's training loop would do it
         self._select()
+        if self.device != "cpu":
+            xb, yb = backends.to_device(xb, self.device), backends.to_device(yb, self.device)
         self.opt.zero_grad()
         loss = self.F.cross_entropy(self.model(self.tc.Tensor._wrap(xb)), yb)
         loss.backward()
@@ -217,7 +220,7 @@ def model_cases(quick: bool) -> list[dict]:
     """(model, batch, input size, timing) points of the end-to-end step benchmark."""
     if quick:
         return [dict(model="simplecnn", batch=128, input_size=28, reps=5),
-                dict(model="resnet18", batch=8, input_size=28, reps=3)]
+                dict(model="resnet18", batch=8, input_size=28, reps=3, peers=("torch",))]
     return [dict(model="simplecnn", batch=128, input_size=28, reps=15),
             dict(model="simplecnn", batch=1, input_size=28, reps=15),
             dict(model="resnet18", batch=128, input_size=28, reps=5)]
@@ -239,7 +242,10 @@ def run_model_case(point: dict, *, torch=None, gpu: bool = False, seed: int = 0,
     except Exception as exc:  # noqa: BLE001 - model not written yet, or broken: a result
         return [dict(base, mode=m, impls={}, note=f"model unavailable: {type(exc).__name__}: {exc}") for m in modes]
     runners, status = {}, {}
-    for impl, spec in _runner_specs(torch, gpu, families).items():
+    specs = _runner_specs(torch, gpu, families)
+    if point.get("peers") is not None:   # the quick suite skips the channels_last peer of big models
+        specs = {k: v for k, v in specs.items() if v[0] == "tiny" or k in point["peers"] or k == "torch_cuda"}
+    for impl, spec in specs.items():
         try:
             runners[impl] = _build(impl, spec, name, weights, x, y, size)
             status[impl] = {"status": "ok"}

@@ -11,8 +11,10 @@ to /proc/self/clear_refs) and runs the timed steps. It reports
   kept between steps);
 * `step_extra_mb` = loop peak - base: what one step allocates on top (activations, gradients,
   temporaries) - the part that scales with batch and image size, free of import-size differences;
-* `process_peak_rss_mb`: `ru_maxrss` over the whole process (includes compilation and setup).
-Where clear_refs cannot be written, the loop peak falls back to `ru_maxrss` (`hwm_reset: false`).
+* `setup_peak_rss_mb`: VmHWM before the reset (imports, model, compilation and the warm-up steps).
+(`ru_maxrss` is not used: Linux carries it over from the parent across fork + exec, so a child
+started by a big benchmark process would report the parent's size.) Where clear_refs cannot be
+written, the loop peak falls back to VmHWM over the whole process (`hwm_reset: false`).
 The model is the reference CNN (`simplecnn`) sized for the image; a step is forward, cross-entropy,
 backward, Adam. Points run one process at a time, alternating implementations per point.
 """
@@ -60,7 +62,6 @@ def worker(spec: dict) -> dict:
     """Run one scaling point in this (fresh) process and return its measurements."""
     impl, batch, size = spec["impl"], int(spec["batch"]), int(spec["input_size"])
     steps, warmup = int(spec.get("steps", 3)), int(spec.get("warmup", 1))
-    start_rss = _maxrss_mb()
     from .machine import set_threads  # noqa: PLC0415
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 1, size, size)).astype(np.float32)
@@ -109,19 +110,20 @@ def worker(spec: dict) -> dict:
     for _ in range(max(0, warmup - 1)):
         step()
     base = _proc_status_mb("VmRSS")
+    setup_peak = _proc_status_mb("VmHWM")
     reset = _reset_hwm()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    hwm = _proc_status_mb("VmHWM") if reset else None
-    loop_peak = hwm if hwm is not None else _maxrss_mb()
+    loop_peak = _proc_status_mb("VmHWM")
     return {"impl": spec.get("name", impl), "batch": batch, "input_size": size, "first_step_s": first,
             "step_s": times, "median_s": float(np.median(times)), "images_per_s": batch / float(np.median(times)),
-            "start_rss_mb": start_rss, "setup_rss_mb": setup_rss, "base_rss_mb": base,
-            "loop_peak_rss_mb": loop_peak, "step_extra_mb": (loop_peak - base) if base is not None else None,
-            "process_peak_rss_mb": _maxrss_mb(), "hwm_reset": bool(reset and hwm is not None)}
+            "setup_rss_mb": setup_rss, "setup_peak_rss_mb": setup_peak, "base_rss_mb": base,
+            "loop_peak_rss_mb": loop_peak if loop_peak is not None else _maxrss_mb(),
+            "step_extra_mb": (loop_peak - base) if (base is not None and loop_peak is not None) else None,
+            "hwm_reset": bool(reset)}
 
 
 def scaling_points(quick: bool) -> list[tuple[int, int]]:
