@@ -201,3 +201,19 @@ def test_resume_after_a_real_kill(quick_run, tmp_path):
     b = tinycnn.load(out / "last.safetensors")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_keras_like_fit_evaluate_predict():
+    from tinycnn.data import make_synthetic
+    from tinycnn.models import get_model
+    from tinycnn.training import evaluate, fit, predict
+    tinycnn.manual_seed(0)
+    ds = make_synthetic(64, 32, 32, seed=0)
+    model = get_model("simplecnn")
+    tr = fit(model, ds.train, ds.val, epochs=2, batch_size=32, quiet=True)
+    assert len(tr.history) == 2 and tr.history[-1]["train_loss"] < tr.history[0]["train_loss"] * 1.5
+    probs = predict(model, ds.test.images, tr.mean, tr.std)
+    assert probs.shape == (32, 2)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
+    m = evaluate(model, ds.test, tr.mean, tr.std)
+    assert m["n"] == 32 and 0 <= m["auc"] <= 1

@@ -5,3 +5,4 @@ from .recipes import default_settings  # noqa: F401
 from .run import RunDir, evaluate_checkpoint, train_run  # noqa: F401
 from .schedules import ConstantLR, WarmupCosine  # noqa: F401
 from .trainer import Trainer, TrainingDiverged, predict_logits, softmax_np  # noqa: F401
+from .simple import evaluate, fit, predict  # noqa: F401
