@@ -223,6 +223,13 @@ class Trainer:
                 log(f"epoch {e + 1}/{self.target_epochs}  train loss {train_loss:.4f}  val loss {val_loss:.4f}  "
                     f"val acc {vm['acc']:.4f}  val auc {vm['auc']:.4f}  lr {lr:.2e}  {row['seconds']:.1f}s"
                     + ("  *best*" if improved else ""))
+            if time_budget and self.epoch < self.target_epochs:
+                spent = sum(h["seconds"] for h in self.history)
+                if spent + row["seconds"] > time_budget * 1.05:
+                    # the machine got slower than the first epochs promised: stop, keeping the best checkpoint
+                    if log is not None:
+                        log(f"time budget {time_budget:.0f}s reached after {spent:.0f}s: stopping at epoch {self.epoch}")
+                    break
             if patience and self.bad_epochs >= patience:
                 if log is not None:
                     log(f"early stopping: validation AUC did not improve for {patience} epochs "
