@@ -182,32 +182,30 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
 # --------------------------------------------------------------------------- pooling
 @register("max_pool2d_forward", "numpy")
 def max_pool2d_forward(x, kernel, stride, padding):
-    """y = max over each window of the (-inf padded) input; idx = h * W + w of the first maximum.
+    """y = max over each window of the (-inf padded) input; idx = h * W + w of the chosen element.
 
-    Taps are visited in row-major window order and only a strictly larger value (or the first
-    NaN) replaces the running maximum, so ties go to the first element, as in PyTorch.
+    Taps are visited in row-major window order and a tap replaces the running maximum when it is
+    strictly larger or NaN (PyTorch's rule), so ties go to the first element. Padding is never
+    chosen: a window of -inf values points at its first real element, as in PyTorch.
     """
     n, c, h, w = x.shape
     kh, kw = kernel
     oh = conv_out_size(h, kh, stride[0], padding[0], 1)
     ow = conv_out_size(w, kw, stride[1], padding[1], 1)
     xp = _pad(x, padding, value=-np.inf)
-    # flat index in the unpadded plane of tap (0, 0) of every window
-    base = ((np.arange(oh) * stride[0] - padding[0])[:, None] * w
-            + (np.arange(ow) * stride[1] - padding[1])[None, :]).astype(np.int32)
-    y = None
-    idx = None
+    rows0 = np.arange(oh) * stride[0] - padding[0]          # input row of tap 0 of each window
+    cols0 = np.arange(ow) * stride[1] - padding[1]
+    y = np.full((n, c, oh, ow), -np.inf, dtype=x.dtype)
+    idx = np.full((n, c, oh, ow), -1, dtype=np.int32)
     for i in range(kh):
         for j in range(kw):
+            r, q = rows0 + i, cols0 + j
+            valid = ((r >= 0) & (r < h))[:, None] & ((q >= 0) & (q < w))[None, :]
             rs, cs = _tap(i, j, (oh, ow), stride, (1, 1))
             v = xp[:, :, rs, cs]
-            if y is None:
-                y = v.copy()
-                idx = np.broadcast_to(base, y.shape).copy()
-                continue
-            better = (v > y) | (np.isnan(v) & ~np.isnan(y))
+            better = valid & ((v > y) | np.isnan(v) | (idx < 0))
             np.copyto(y, v, where=better)
-            np.copyto(idx, base + np.int32(i * w + j), where=better)
+            np.copyto(idx, (r[:, None] * w + q[None, :]).astype(np.int32), where=better)
     return y, idx
 
 
@@ -254,3 +252,7 @@ def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
             rs, cs = _tap(i, j, (oh, ow), stride, (1, 1))
             dxp[:, :, rs, cs] += g
     return np.ascontiguousarray(dxp[:, :, ph:ph + h, pw:pw + w])
+
+
+# primitives of the layer and loss ops (batch norm, cross-entropy, dropout mask) live in their own module
+from . import cpu_numpy_nn  # noqa: E402,F401

@@ -20,7 +20,7 @@ Derivations: docs/math.md ("Convolution"); tests: tests/test_conv.py.
 from __future__ import annotations
 
 from ..autograd import Function
-from ..backends import kernel
+from ..backends import device_of, get_cpu_kernels, kernel
 from ..backends.cpu_numpy import get_im2col_cap_bytes, set_im2col_cap_bytes
 
 __all__ = ["Conv2d", "conv2d", "pair", "set_im2col_cap_bytes", "get_im2col_cap_bytes"]
@@ -54,9 +54,14 @@ class Conv2d(Function):
 
     @staticmethod
     def forward(ctx, x, w, b=None, *, stride, padding, dilation, groups):
-        y = kernel("conv2d_forward", x)(x, w, stride, padding, dilation, groups)
-        if b is not None:
-            y += b.reshape(1, -1, 1, 1)
+        fwd = kernel("conv2d_forward", x)
+        if b is not None and getattr(fwd, "fuses_bias", False):
+            # an implementation may add the bias while it writes y (saves one pass over y)
+            y = fwd(x, w, stride, padding, dilation, groups, bias=b)
+        else:
+            y = fwd(x, w, stride, padding, dilation, groups)
+            if b is not None:
+                y += b.reshape(1, -1, 1, 1)
         ctx.save_for_backward(x, w)
         ctx.opts = (stride, padding, dilation, groups)
         return y
@@ -75,8 +80,20 @@ class Conv2d(Function):
         if need_w:
             dw = kernel("conv2d_backward_weight", g)(g, x, w.shape, stride, padding, dilation, groups)
         if need_b:
-            db = g.sum(axis=(0, 2, 3))
+            db = _bias_grad(g)
         return dx, dw, db
+
+
+def _bias_grad(g):
+    """db = sum of g over (N, OH, OW); the Numba family has a parallel kernel for it."""
+    if device_of(g) == "cpu" and get_cpu_kernels() == "numba":
+        try:
+            from ..backends.cpu_numba import conv2d_bias_grad
+        except ImportError:     # Numba missing: NumPy's reduction is the fallback
+            pass
+        else:
+            return conv2d_bias_grad(g)
+    return g.sum(axis=(0, 2, 3))
 
 
 def _check_tensor(t, name):

@@ -1,0 +1,665 @@
+"""Numba CPU fast paths for the convolution and pooling primitives (docs/kernels.md).
+
+Same results as the NumPy reference (`cpu_numpy.py`), faster on the reference CNN's shapes:
+
+* Convolution keeps its columns *channel-major*: cols has shape (C kH kW, n OH OW) for a batch chunk
+  of n samples, so each kernel tap of each channel is a contiguous row and the whole chunk is ONE
+  GEMM per group that uses every BLAS thread (instead of n small per-sample GEMMs):
+
+      forward:   Y (O, nP) = W (O, CK) @ cols (CK, nP)      -> y (n, O, OH, OW) by a parallel copy
+      dW:        dW (O, CK) = gY (O, nP) @ cols^T (nP, CK)
+      dx:        dcols (CK, nP) = W^T (CK, O) @ gY (O, nP)  -> col2im: each (sample, channel) plane
+                 adds its taps' rows back (one thread owns a plane, so no atomics, fixed order)
+
+* Everything that is not a GEMM (im2col, col2im, the NCHW <-> channel-major copies, pooling) is a
+  `@njit(parallel=True, cache=True)` loop over independent (sample, channel) planes or rows;
+  plain NumPy would run those single-threaded and through temporaries.
+
+Every loop below sums in a fixed order that does not depend on the thread count, so results are
+bit-identical from run to run. `fastmath` stays off: results must match the reference.
+"""
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import register
+from .cpu_numpy import batch_chunks, conv_out_size
+
+__all__ = ["clear_workspace", "conv2d_bias_grad", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+           "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+
+_jit = dict(cache=True, nogil=True)
+
+# Below this many elements a parallel region costs more than it saves (and on a busy machine
+# waiting for the second thread can take milliseconds), so such calls run on the calling thread.
+_SMALL_WORK = 1 << 15
+
+
+def _launch(fn, work, *args):
+    """Run njit kernel `fn` on all Numba threads, or on one when `work` (elements touched) is small."""
+    if work >= _SMALL_WORK:
+        return fn(*args)
+    prev = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        return fn(*args)
+    finally:
+        numba.set_num_threads(prev)
+
+
+# --------------------------------------------------------------------------- layout kernels
+@njit(inline="always")
+def _valid_cols(ow, w, sw, off_w):
+    """[lo, hi): the output columns b whose input column b*sw + off_w lies inside [0, w)."""
+    lo = 0
+    if off_w < 0:
+        lo = (-off_w + sw - 1) // sw
+    hi = ow
+    if (ow - 1) * sw + off_w >= w:
+        hi = (w - 1 - off_w) // sw + 1
+    if hi < lo:
+        hi = lo
+    return lo, hi
+
+
+@njit(inline="always")
+def _valid_rows(oh, h, sh, off_h):
+    return _valid_cols(oh, h, sh, off_h)
+
+
+@njit(parallel=True, **_jit)
+def _im2col_cm(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, cols):
+    """cols[(c, i, j), s OH OW + p] = x_pad[s, c, oh sh + i dh, ow sw + j dw] for the n samples of x.
+
+    With unit stride and OW == W ("same" width), the valid part of a tap's window is ONE contiguous
+    run of the flattened input plane, copied in one loop; the few entries that wrapped into a
+    neighbouring row are then zeroed (they are padding).
+    """
+    n, c, h, w = x.shape
+    npix = oh * ow
+    flat = sh == 1 and sw == 1 and ow == w
+    for job in prange(c * kh * kw * n):
+        row = job // n
+        s = job - row * n
+        ch = row // (kh * kw)
+        tap = row - ch * (kh * kw)
+        i = tap // kw
+        j = tap - i * kw
+        off_h = i * dh - ph
+        off_w = j * dw - pw
+        lo, hi = _valid_cols(ow, w, sw, off_w)
+        a_lo, a_hi = _valid_rows(oh, h, sh, off_h)
+        dst = cols[row, s * npix:(s + 1) * npix]
+        src = x[s, ch]
+        # slice copies (not element loops): Numba lowers them to tight, vectorised loops
+        dst[:a_lo * ow] = 0
+        dst[a_hi * ow:] = 0
+        if a_lo >= a_hi:
+            continue
+        if flat:
+            srcf = src.reshape(h * w)
+            shift = off_h * w + off_w
+            k0 = a_lo * ow + lo
+            k1 = (a_hi - 1) * ow + hi
+            dst[k0:k1] = srcf[k0 + shift:k1 + shift]
+            # the wrapped border entries: usually one column, so scalar stores beat slice fills
+            for a in range(a_lo, a_hi):
+                for b in range(lo):
+                    dst[a * ow + b] = 0
+                for b in range(hi, ow):
+                    dst[a * ow + b] = 0
+        else:
+            for a in range(a_lo, a_hi):
+                srow = src[a * sh + off_h]
+                base = a * ow
+                dst[base:base + lo] = 0
+                if hi > lo:
+                    dst[base + lo:base + hi] = srow[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
+                dst[base + hi:base + ow] = 0
+
+
+@njit(parallel=True, **_jit)
+def _col2im_cm(dcols, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """dx[s, c] = sum over taps (i, j), in order, of dcols[(c, i, j), s-th block] added at the tap's window.
+
+    One thread owns a (sample, channel) plane, so the sums need no atomics and run in a fixed order.
+    The flat path (unit stride, OW == W) first zeroes the entries of dcols that would wrap into a
+    neighbouring row (they belong to padding; dcols is a scratch buffer), then adds one contiguous run.
+    """
+    n, c, h, w = dx.shape
+    npix = oh * ow
+    flat = sh == 1 and sw == 1 and ow == w
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = dx[s, ch]
+        plane[:, :] = 0
+        planef = plane.reshape(h * w)
+        for i in range(kh):
+            off_h = i * dh - ph
+            a_lo, a_hi = _valid_rows(oh, h, sh, off_h)
+            if a_lo >= a_hi:
+                continue
+            for j in range(kw):
+                row = (ch * kh + i) * kw + j
+                off_w = j * dw - pw
+                lo, hi = _valid_cols(ow, w, sw, off_w)
+                src = dcols[row, s * npix:(s + 1) * npix]
+                if hi <= lo:
+                    continue
+                # adds run over views indexed from 0, which Numba compiles to vectorised loops
+                if flat:
+                    for a in range(a_lo, a_hi):
+                        for b in range(lo):
+                            src[a * ow + b] = 0
+                        for b in range(hi, ow):
+                            src[a * ow + b] = 0
+                    shift = off_h * w + off_w
+                    k0 = a_lo * ow + lo
+                    k1 = (a_hi - 1) * ow + hi
+                    acc = planef[k0 + shift:k1 + shift]
+                    add = src[k0:k1]
+                    for k in range(k1 - k0):
+                        acc[k] += add[k]
+                else:
+                    for a in range(a_lo, a_hi):
+                        acc = plane[a * sh + off_h, lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
+                        add = src[a * ow + lo:a * ow + hi]
+                        for k in range(hi - lo):
+                            acc[k] += add[k]
+
+
+@njit(parallel=True, **_jit)
+def _cm_to_nchw(ycm, bias, has_bias, y):
+    """y[s, o, p] = ycm[o, s P + p] (+ bias[o]): the GEMM's channel-major result back to NCHW."""
+    n, o, npix = y.shape
+    for job in prange(n * o):
+        s = job // o
+        ch = job - s * o
+        dst = y[s, ch]
+        src = ycm[ch, s * npix:(s + 1) * npix]
+        if has_bias:
+            b0 = bias[ch]
+            for k in range(npix):
+                dst[k] = src[k] + b0
+        else:
+            dst[:] = src
+
+
+@njit(parallel=True, **_jit)
+def _nchw_to_cm(g, gcm):
+    """gcm[o, s P + p] = g[s, o, p]: NCHW to channel-major, for the backward GEMMs."""
+    n, o, npix = g.shape
+    for job in prange(n * o):
+        s = job // o
+        ch = job - s * o
+        gcm[ch, s * npix:(s + 1) * npix] = g[s, ch, :]
+
+
+# --------------------------------------------------------------------------- direct kernels (C/groups == 1)
+@njit(parallel=True, **_jit)
+def _direct_fwd(x, w, bias, has_bias, sh, sw, ph, pw, dh, dw, y):
+    """y[s, o] = b[o] + sum_{i, j} w[o, 0, i, j] x_pad[s, o // (O/G), a sh + i dh, b sw + j dw].
+
+    For one input channel per group (the first layer of a grey-scale CNN, depthwise convolutions):
+    im2col columns would be as large as the output and the GEMM is memory bound, so the taps are
+    accumulated straight into each output row, in tap order.
+    """
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = y.shape[2], y.shape[3]
+    og = o // c        # one input channel per group, so groups == c
+    for job in prange(n * o):
+        s = job // o
+        oc = job - s * o
+        ci = oc // og
+        plane = y[s, oc]
+        b0 = bias[oc] if has_bias else 0.0
+        for a in range(oh):
+            yrow = plane[a]
+            yrow[:] = b0
+            for i in range(kh):
+                r = a * sh + i * dh - ph
+                if r < 0 or r >= h:
+                    continue
+                xrow = x[s, ci, r]
+                for j in range(kw):
+                    off_w = j * dw - pw
+                    lo, hi = _valid_cols(ow, wd, sw, off_w)
+                    if hi <= lo:
+                        continue
+                    wv = w[oc, 0, i, j]
+                    acc = yrow[lo:hi]
+                    src = xrow[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
+                    for k in range(hi - lo):
+                        acc[k] += wv * src[k]
+
+
+@njit(parallel=True, **_jit)
+def _direct_bwd_weight(gy, x, sh, sw, ph, pw, dh, dw, dwt):
+    """dW[o, 0, i, j] = sum_{s, a, b} gy[s, o, a, b] x_pad[s, o // (O/G), a sh + i dh, b sw + j dw].
+
+    One thread per output channel; each row's dot product is summed in the data type and the rows
+    are accumulated in float64, so float32 sums over large batches stay accurate.
+    """
+    n, c, h, wd = x.shape
+    o, _, kh, kw = dwt.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    og = o // c        # one input channel per group, so groups == c
+    for oc in prange(o):
+        ci = oc // og
+        total = np.zeros((kh, kw), dtype=np.float64)
+        for s in range(n):
+            for a in range(oh):
+                grow = gy[s, oc, a]
+                for i in range(kh):
+                    r = a * sh + i * dh - ph
+                    if r < 0 or r >= h:
+                        continue
+                    xrow = x[s, ci, r]
+                    for j in range(kw):
+                        off_w = j * dw - pw
+                        lo, hi = _valid_cols(ow, wd, sw, off_w)
+                        if hi <= lo:
+                            continue
+                        g = grow[lo:hi]
+                        src = xrow[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
+                        part = g[0] * src[0]
+                        for k in range(1, hi - lo):
+                            part += g[k] * src[k]
+                        total[i, j] += part
+        for i in range(kh):
+            for j in range(kw):
+                dwt[oc, 0, i, j] = total[i, j]
+
+
+@njit(parallel=True, **_jit)
+def _direct_bwd_data(gy, w, sh, sw, ph, pw, dh, dw, dx):
+    """dx[s, c] = sum over the group's outputs o and taps (i, j) of w[o, 0, i, j] gy[s, o] added at the tap's window."""
+    n, c, h, wd = dx.shape
+    o, _, kh, kw = w.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    og = o // c        # one input channel per group, so groups == c
+    for job in prange(n * c):
+        s = job // c
+        ci = job - s * c
+        plane = dx[s, ci]
+        plane[:, :] = 0
+        for oc in range(ci * og, (ci + 1) * og):
+            for a in range(oh):
+                grow = gy[s, oc, a]
+                for i in range(kh):
+                    r = a * sh + i * dh - ph
+                    if r < 0 or r >= h:
+                        continue
+                    for j in range(kw):
+                        off_w = j * dw - pw
+                        lo, hi = _valid_cols(ow, wd, sw, off_w)
+                        if hi <= lo:
+                            continue
+                        wv = w[oc, 0, i, j]
+                        acc = plane[r, lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
+                        g = grow[lo:hi]
+                        for k in range(hi - lo):
+                            acc[k] += wv * g[k]
+
+
+@njit(parallel=True, **_jit)
+def _channel_sums(g, out):
+    """out[o] = sum_{s, p} g[s, o, p] (the bias gradient), one thread per channel, float64 partials."""
+    n, o, npix = g.shape
+    for oc in prange(o):
+        total = 0.0
+        for s in range(n):
+            row = g[s, oc]
+            part = row[0]
+            for k in range(1, npix):
+                part += row[k]
+            total += part
+        out[oc] = total
+
+
+# --------------------------------------------------------------------------- scratch buffers
+class _Workspace(threading.local):
+    """Per-thread scratch buffers (im2col columns, channel-major copies) reused across calls.
+
+    Fresh multi-megabyte arrays cost a page fault per 4 KiB on first touch; reusing them keeps
+    the convolution's temporaries warm from one training step to the next. Each slot keeps the
+    largest buffer asked for so far (at most the im2col cap, plus the channel-major copies).
+    """
+
+    def __init__(self):
+        self.buffers = {}
+
+    def get(self, slot, shape, dtype):
+        size = 1
+        for d in shape:
+            size *= d
+        key = (slot, np.dtype(dtype).str)
+        buf = self.buffers.get(key)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, dtype=dtype)
+            self.buffers[key] = buf
+        return buf[:size].reshape(shape)
+
+
+_workspace = _Workspace()
+
+
+def clear_workspace() -> None:
+    """Drop this thread's cached scratch buffers (e.g. after a one-off very large convolution)."""
+    _workspace.buffers.clear()
+
+
+# --------------------------------------------------------------------------- primitives
+def _geometry(x_shape, w_shape, stride, padding, dilation):
+    n, c, h, w = x_shape
+    o, cg, kh, kw = w_shape
+    oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(w, kw, stride[1], padding[1], dilation[1])
+    return n, c, h, w, o, cg, kh, kw, oh, ow
+
+
+def _im2col_chunk(x, kh, kw, stride, padding, dilation, oh, ow, out=None):
+    shape = (x.shape[1] * kh * kw, x.shape[0] * oh * ow)
+    cols = np.empty(shape, dtype=x.dtype) if out is None else out
+    _launch(_im2col_cm, cols.size, x, kh, kw, stride[0], stride[1], padding[0], padding[1],
+            dilation[0], dilation[1], oh, ow, cols)
+    return cols
+
+
+@register("im2col", "numba")
+def im2col(x, kernel, stride, padding, dilation):
+    """Same result as the reference: cols (N, C, kH, kW, OH, OW)."""
+    x = np.ascontiguousarray(x)
+    kh, kw = kernel
+    n, c = x.shape[:2]
+    oh = conv_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
+    cols = _im2col_chunk(x, kh, kw, stride, padding, dilation, oh, ow)
+    return np.ascontiguousarray(cols.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5))
+
+
+@register("col2im", "numba")
+def col2im(cols, x_shape, kernel, stride, padding, dilation):
+    """Same result as the reference, from cols (N, C, kH, kW, OH, OW)."""
+    n, c, kh, kw, oh, ow = cols.shape
+    cm = np.ascontiguousarray(cols.transpose(1, 2, 3, 0, 4, 5)).reshape(c * kh * kw, n * oh * ow)
+    dx = np.empty(x_shape, dtype=cols.dtype)
+    _launch(_col2im_cm, cm.size, cm, kh, kw, stride[0], stride[1], padding[0], padding[1],
+            dilation[0], dilation[1], oh, ow, dx)
+    return dx
+
+
+def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None):
+    """Y (O, nP) = W (O, CK) @ cols (CK, nP) per batch chunk and group; then back to NCHW.
+
+    With one input channel per group the taps are accumulated directly (`_direct_fwd`).
+    `bias` (O,) is an optional extension of the primitive (see `fuses_bias`): it is added while
+    the result is written, saving a pass over y.
+    """
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w.shape, stride, padding, dilation)
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
+    y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    if cg == 1:
+        _launch(_direct_fwd, y.size * kh * kw, x, w, b, has_bias, *stride, *padding, *dilation, y)
+        return y
+    og, ck = o // groups, cg * kh * kw
+    w2 = w.reshape(o, ck)
+    for sl in batch_chunks(n, c * kh * kw * oh * ow * x.itemsize):
+        m = sl.stop - sl.start
+        cols = _im2col_chunk(x[sl], kh, kw, stride, padding, dilation, oh, ow,
+                             out=_workspace.get("cols", (c * kh * kw, m * oh * ow), x.dtype))
+        ycm = _workspace.get("cm", (o, m * oh * ow), x.dtype)
+        for g in range(groups):
+            np.matmul(w2[g * og:(g + 1) * og], cols[g * ck:(g + 1) * ck], out=ycm[g * og:(g + 1) * og])
+        _launch(_cm_to_nchw, ycm.size, ycm, b, has_bias, y[sl].reshape(m, o, oh * ow))
+    return y
+
+
+conv2d_forward.fuses_bias = True
+register("conv2d_forward", "numba")(conv2d_forward)
+
+
+@register("conv2d_backward_data", "numba")
+def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
+    """dcols (CK, nP) = W^T @ gY (O, nP) per group, then col2im into each (sample, channel) plane."""
+    gy = np.ascontiguousarray(gy)
+    w = np.ascontiguousarray(w)
+    n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
+    dx = np.empty(x_shape, dtype=gy.dtype)
+    if cg == 1:
+        _launch(_direct_bwd_data, gy.size * kh * kw, gy, w, *stride, *padding, *dilation, dx)
+        return dx
+    og, ck = o // groups, cg * kh * kw
+    w2 = w.reshape(o, ck)
+    for sl in batch_chunks(n, c * kh * kw * oh * ow * gy.itemsize):
+        m = sl.stop - sl.start
+        gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
+        _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
+        dcols = _workspace.get("cols", (c * kh * kw, m * oh * ow), gy.dtype)
+        for g in range(groups):
+            np.matmul(w2[g * og:(g + 1) * og].T, gcm[g * og:(g + 1) * og], out=dcols[g * ck:(g + 1) * ck])
+        _launch(_col2im_cm, dcols.size, dcols, kh, kw, *stride, *padding, *dilation, oh, ow, dx[sl])
+    return dx
+
+
+@register("conv2d_backward_weight", "numba")
+def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
+    """dW (O, CK) = sum over chunks of gY (O, nP) @ cols^T (nP, CK), per group."""
+    gy = np.ascontiguousarray(gy)
+    x = np.ascontiguousarray(x)
+    n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w_shape, stride, padding, dilation)
+    if cg == 1:
+        dwt = np.empty(w_shape, dtype=gy.dtype)
+        _launch(_direct_bwd_weight, gy.size * kh * kw, gy, x, *stride, *padding, *dilation, dwt)
+        return dwt
+    og, ck = o // groups, cg * kh * kw
+    dw = np.zeros((o, ck), dtype=gy.dtype)
+    part = np.empty((og, ck), dtype=gy.dtype)
+    first = True
+    for sl in batch_chunks(n, c * kh * kw * oh * ow * x.itemsize):
+        m = sl.stop - sl.start
+        cols = _im2col_chunk(x[sl], kh, kw, stride, padding, dilation, oh, ow,
+                             out=_workspace.get("cols", (c * kh * kw, m * oh * ow), x.dtype))
+        gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
+        _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
+        for g in range(groups):
+            target = dw[g * og:(g + 1) * og]
+            if first:
+                np.matmul(gcm[g * og:(g + 1) * og], cols[g * ck:(g + 1) * ck].T, out=target)
+            else:
+                np.matmul(gcm[g * og:(g + 1) * og], cols[g * ck:(g + 1) * ck].T, out=part)
+                target += part
+        first = False
+    return dw.reshape(w_shape)
+
+
+def conv2d_bias_grad(gy):
+    """db[o] = sum_{n, oh, ow} gy[n, o, oh, ow] (parallel over channels; an extension, not in kernels.md)."""
+    gy = np.ascontiguousarray(gy)
+    out = np.empty(gy.shape[1], dtype=gy.dtype)
+    _launch(_channel_sums, gy.size, gy.reshape(gy.shape[0], gy.shape[1], -1), out)
+    return out
+
+
+# --------------------------------------------------------------------------- pooling
+@njit(parallel=True, **_jit)
+def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, idx):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        xp = x[s, ch]
+        for a in range(oh):
+            r0 = a * sh - ph
+            for b in range(ow):
+                c0 = b * sw - pw
+                best = -np.inf
+                arg = -1
+                for i in range(kh):
+                    r = r0 + i
+                    if r < 0 or r >= h:
+                        continue
+                    for j in range(kw):
+                        q = c0 + j
+                        if q < 0 or q >= w:
+                            continue
+                        v = xp[r, q]
+                        # strictly greater keeps the first of tied maxima; NaN always wins (PyTorch)
+                        if v > best or np.isnan(v):
+                            best = v
+                            arg = r * w + q
+                        elif arg < 0:
+                            arg = r * w + q
+                y[s, ch, a, b] = best
+                idx[s, ch, a, b] = arg
+
+
+@njit(parallel=True, **_jit)
+def _max_pool_2x2_fwd(x, y, idx):
+    """The reference CNN's case (2x2 window, stride 2, no padding) without bounds checks."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        xp = x[s, ch]
+        for a in range(oh):
+            r = 2 * a
+            for b in range(ow):
+                q = 2 * b
+                best = xp[r, q]
+                arg = r * w + q
+                v = xp[r, q + 1]
+                if v > best or np.isnan(v):
+                    best = v
+                    arg = r * w + q + 1
+                v = xp[r + 1, q]
+                if v > best or np.isnan(v):
+                    best = v
+                    arg = (r + 1) * w + q
+                v = xp[r + 1, q + 1]
+                if v > best or np.isnan(v):
+                    best = v
+                    arg = (r + 1) * w + q + 1
+                y[s, ch, a, b] = best
+                idx[s, ch, a, b] = arg
+
+
+@njit(parallel=True, **_jit)
+def _max_pool_bwd(gy, idx, dx):
+    """dx plane = 0, then each window's gradient added at its argmax (a plane belongs to one thread)."""
+    n, c = dx.shape[0], dx.shape[1]
+    hw = dx.shape[2] * dx.shape[3]
+    npix = gy.shape[2] * gy.shape[3]
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = dx[s, ch].reshape(hw)
+        plane[:] = 0
+        g = gy[s, ch].reshape(npix)
+        k = idx[s, ch].reshape(npix)
+        for p in range(npix):
+            plane[k[p]] += g[p]
+
+
+@njit(parallel=True, **_jit)
+def _avg_pool_fwd(x, kh, kw, sh, sw, ph, pw, y):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    scale = 1.0 / (kh * kw)
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        xp = x[s, ch]
+        for a in range(oh):
+            r0 = a * sh - ph
+            for b in range(ow):
+                c0 = b * sw - pw
+                acc = 0.0
+                for i in range(kh):
+                    r = r0 + i
+                    if r < 0 or r >= h:
+                        continue
+                    for j in range(kw):
+                        q = c0 + j
+                        if 0 <= q < w:
+                            acc += xp[r, q]
+                y[s, ch, a, b] = acc * scale
+
+
+@njit(parallel=True, **_jit)
+def _avg_pool_bwd(gy, kh, kw, sh, sw, ph, pw, dx):
+    n, c, h, w = dx.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    scale = 1.0 / (kh * kw)
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = dx[s, ch]
+        plane[:, :] = 0
+        g = gy[s, ch]
+        # taps in the reference's order (tap-major), so sums round the same way
+        for i in range(kh):
+            for j in range(kw):
+                for a in range(oh):
+                    r = a * sh - ph + i
+                    if r < 0 or r >= h:
+                        continue
+                    for b in range(ow):
+                        q = b * sw - pw + j
+                        if 0 <= q < w:
+                            plane[r, q] += g[a, b] * scale
+
+
+@register("max_pool2d_forward", "numba")
+def max_pool2d_forward(x, kernel, stride, padding):
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    oh = conv_out_size(h, kernel[0], stride[0], padding[0], 1)
+    ow = conv_out_size(w, kernel[1], stride[1], padding[1], 1)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    idx = np.empty((n, c, oh, ow), dtype=np.int32)
+    if kernel == (2, 2) and stride == (2, 2) and padding == (0, 0):
+        _launch(_max_pool_2x2_fwd, x.size, x, y, idx)
+    else:
+        _launch(_max_pool_fwd, x.size, x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y, idx)
+    return y, idx
+
+
+@register("max_pool2d_backward", "numba")
+def max_pool2d_backward(gy, idx, x_shape):
+    dx = np.empty(x_shape, dtype=gy.dtype)
+    _launch(_max_pool_bwd, dx.size, np.ascontiguousarray(gy), np.ascontiguousarray(idx), dx)
+    return dx
+
+
+@register("avg_pool2d_forward", "numba")
+def avg_pool2d_forward(x, kernel, stride, padding):
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    oh = conv_out_size(h, kernel[0], stride[0], padding[0], 1)
+    ow = conv_out_size(w, kernel[1], stride[1], padding[1], 1)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    _launch(_avg_pool_fwd, x.size, x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y)
+    return y
+
+
+@register("avg_pool2d_backward", "numba")
+def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
+    dx = np.empty(x_shape, dtype=gy.dtype)
+    _launch(_avg_pool_bwd, dx.size, np.ascontiguousarray(gy), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dx)
+    return dx
+
+
+# batch-norm kernels of the layer ops live in their own module
+from . import cpu_numba_nn  # noqa: E402,F401
