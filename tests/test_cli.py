@@ -132,3 +132,14 @@ def test_bad_arguments_are_one_line(tmp_path):
 def test_debug_shows_traceback():
     res = run_cli("--debug", "summary", "--model", "alexnet")
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_convert_png(tmp_path, capsys):
+    from PIL import Image
+    src = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((30, 30)) * 255).astype(np.uint8)).save(src)
+    assert main(["convert", str(src), "--to", str(tmp_path / "out")]) == 0
+    pngs = list((tmp_path / "out").glob("*.png"))
+    assert len(pngs) == 1 and Image.open(pngs[0]).size == (30, 30)
+    assert main(["convert", str(tmp_path / "missing.dcm"), "--to", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"tinycnn: error: input not found: {tmp_path / 'missing.dcm'}"]
