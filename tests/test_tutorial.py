@@ -100,3 +100,21 @@ def test_every_figure_in_the_docs_is_made_by_the_script():
         assert Path(f).name in made, f"docs/{f} is not produced by examples/make_figures.py"
     for p in (ROOT / "docs" / "figures").iterdir():
         assert p.name in made, f"docs/figures/{p.name} is not produced by examples/make_figures.py"
+
+
+@pytest.mark.slow
+def test_make_figures_makes_every_listed_figure(tmp_path):
+    import shutil
+    env = dict(os.environ, TINYCNN_DATA_DIR=str(DATA_DIR))
+    res = subprocess.run([sys.executable, str(FIGURES), "--fast", "--out", str(tmp_path)], cwd=str(ROOT), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import make_figures
+    finally:
+        sys.path.pop(0)
+    want = [f for f in make_figures.FIGURES if shutil.which("dot") or not f.endswith(".svg")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(want)
+    committed = sorted(p.name for p in (ROOT / "docs" / "figures").iterdir())
+    assert committed == sorted(make_figures.FIGURES)

@@ -3,6 +3,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import tinycnn
@@ -117,6 +119,26 @@ def count_tiles(path):
                                              (3, 10, (1, 3))])
 def test_grid_layout(n, cols, expected):
     assert grid_layout(n, cols) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 40), h=st.integers(1, 6), w=st.integers(1, 6), scale=st.integers(1, 3),
+       pad=st.integers(1, 3), cols=st.one_of(st.none(), st.integers(1, 12)), seed=st.integers(0, 2**16))
+def test_tile_grid_property_every_tile_in_its_slot(tmp_path_factory, n, h, w, scale, pad, cols, seed):
+    rows, c = grid_layout(n, cols)
+    assert rows * c >= n and (rows - 1) * c < n          # no empty row, enough slots
+    tiles = np.random.default_rng(seed).integers(0, 255, (n, h, w, 3)).astype(np.uint8)  # never pure white
+    pic = tile_grid(tiles, cols=cols, scale=scale, pad=pad)
+    th, tw = h * scale, w * scale
+    assert pic.shape == (rows * (th + pad) + pad, c * (tw + pad) + pad, 3)
+    for i in range(n):
+        r, k = divmod(i, c)
+        y, x = pad + r * (th + pad), pad + k * (tw + pad)
+        np.testing.assert_array_equal(pic[y:y + th:scale, x:x + tw:scale], tiles[i])
+    path = tmp_path_factory.mktemp("grid") / "g.png"
+    Image.fromarray(pic).save(path)
+    rb, cb, count = count_tiles(path)
+    assert count == n and len(rb) == rows and len(cb) == c
 
 
 def test_tile_grid_size_and_placement():
@@ -273,3 +295,15 @@ def test_cli_predict_writes_feature_maps(tmp_path, capsys):
     assert count_tiles(out / "000_im0_conv1.png")[2] == model.conv1.weight.shape[0]
     assert main(["predict", "--checkpoint", str(ckpt), imgs[0], "--feature-maps", str(out), "--layer", "nope"]) != 0
     assert "layer 'nope' is not in the model; its layers are: conv1" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_feature_maps_of_a_cuda_model_equal_cpu(tmp_path):
+    model = small_net()
+    img = np.random.default_rng(3).random((1, 28, 28)).astype(np.float32)
+    want = feature_maps(model, img, "3")
+    model.to("cuda")
+    got = feature_maps(model, img, "3", path=tmp_path / "g.png")          # host image moved to the model
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert count_tiles(tmp_path / "g.png")[2] == 5
+    np.testing.assert_array_equal(filters(model[3]), model[3].weight.numpy())

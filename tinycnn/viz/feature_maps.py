@@ -113,7 +113,8 @@ def feature_maps(model, image, layer, path=None, cols: int | None = None, scale:
     path: where to write the PNG (see the module docstring for the layout); None writes nothing.
     cols / scale / pad: grid columns (default near-square), tile upscaling (default: tiles >= 48 px),
         pixels between tiles.
-    Returns the maps A[0] of shape (K, h, w) as float32. The model runs in eval mode under no_grad
+    Returns the maps A[0] of shape (K, h, w) as float32 on the host. The image is moved to the model's
+    device (that of its first parameter). The model runs in eval mode under no_grad
     (its training flag is restored) and the hook is removed afterwards.
     """
     import tinycnn
@@ -126,8 +127,11 @@ def feature_maps(model, image, layer, path=None, cols: int | None = None, scale:
         x = x.reshape((1,) + tuple(x.shape))
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"image must have shape (C, H, W) or (1, C, H, W), got shape {tuple(x.shape)}")
+    device = next((q.device for q in model.parameters()), "cpu")
     if not isinstance(x, tinycnn.Tensor):
-        x = tinycnn.tensor(np.asarray(x, dtype=np.float32))
+        x = tinycnn.tensor(np.asarray(x, dtype=np.float32), device=device)
+    elif x.device != device:
+        x = x.to(device)
     store = {}
 
     def hook(module, inputs, output):
