@@ -308,6 +308,109 @@ def _direct_bwd_data(gy, w, sh, sw, ph, pw, dh, dw, dx):
                             acc[k] += wv * g[k]
 
 
+# Unit-stride direct kernels on "wide" planes: with the input zero-padded to Wp = W + 2 pw columns
+# (plus one spare row) and the output computed Wp columns wide, tap (i, j) is ONE contiguous run
+# shifted by i dh Wp + j dw, so every inner loop is a plain vectorisable a[k] += w * b[k]. The
+# extra output columns are garbage that is never copied out (forward), or zeros (backward).
+@njit(parallel=True, **_jit)
+def _pad_planes(x, ph, pw, xp):
+    """xp[s, c] = x[s, c] zero-padded into an (Hp + 1, Wp) plane."""
+    n, c, h, w = x.shape
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = xp[s, ch]
+        plane[:, :] = 0
+        for r in range(h):
+            plane[r + ph, pw:pw + w] = x[s, ch, r]
+
+
+@njit(parallel=True, **_jit)
+def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y):
+    n, c, hp1, wp = xp.shape
+    o, _, kh, kw = w.shape
+    oh, ow = y.shape[2], y.shape[3]
+    og = o // c
+    m = oh * wp
+    for job in prange(n * c):
+        s = job // c
+        ci = job - s * c
+        src = xp[s, ci].reshape(hp1 * wp)
+        wide = np.empty(m, dtype=y.dtype)
+        for oc in range(ci * og, (ci + 1) * og):
+            b0 = bias[oc] if has_bias else 0.0
+            wide[:] = b0
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[oc, 0, i, j]
+                    shift = i * dh * wp + j * dw
+                    run = src[shift:shift + m]
+                    for k in range(m):
+                        wide[k] += wv * run[k]
+            for a in range(oh):
+                y[s, oc, a, :] = wide[a * wp:a * wp + ow]
+
+
+@njit(parallel=True, **_jit)
+def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt):
+    """Per output channel: acc[i, j, k] += g_wide[k] x_wide[k + shift] over samples (elementwise, so it
+    vectorises without reassociating a reduction), then each tap's accumulator is summed in float64."""
+    n, c, hp1, wp = xp.shape
+    o, _, kh, kw = dwt.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    og = o // c
+    m = oh * wp
+    for oc in prange(o):
+        ci = oc // og
+        acc = np.zeros((kh * kw, m), dtype=gy.dtype)
+        wide = np.zeros(m, dtype=gy.dtype)
+        for s in range(n):
+            for a in range(oh):
+                wide[a * wp:a * wp + ow] = gy[s, oc, a, :]
+            src = xp[s, ci].reshape(hp1 * wp)
+            for i in range(kh):
+                for j in range(kw):
+                    shift = i * dh * wp + j * dw
+                    run = src[shift:shift + m]
+                    tap = acc[i * kw + j]
+                    for k in range(m):
+                        tap[k] += wide[k] * run[k]
+        for i in range(kh):
+            for j in range(kw):
+                total = 0.0
+                tap = acc[i * kw + j]
+                for k in range(m):
+                    total += tap[k]
+                dwt[oc, 0, i, j] = total
+
+
+@njit(parallel=True, **_jit)
+def _direct_bwd_data_s1(gy, w, ph, pw, dh, dw, dx):
+    n, c, h, wd = dx.shape
+    o, _, kh, kw = w.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    og = o // c
+    wp = wd + 2 * pw
+    m = oh * wp
+    for job in prange(n * c):
+        s = job // c
+        ci = job - s * c
+        padded = np.zeros((h + 2 * ph + 1) * wp, dtype=dx.dtype)
+        wide = np.zeros(m, dtype=dx.dtype)
+        for oc in range(ci * og, (ci + 1) * og):
+            for a in range(oh):
+                wide[a * wp:a * wp + ow] = gy[s, oc, a, :]
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[oc, 0, i, j]
+                    shift = i * dh * wp + j * dw
+                    run = padded[shift:shift + m]
+                    for k in range(m):
+                        run[k] += wv * wide[k]
+        for r in range(h):
+            dx[s, ci, r, :] = padded[(r + ph) * wp + pw:(r + ph) * wp + pw + wd]
+
+
 @njit(parallel=True, **_jit)
 def _channel_sums(g, out):
     """out[o] = sum_{s, p} g[s, o, p] (the bias gradient), one thread per channel, float64 partials."""
@@ -409,7 +512,12 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None):
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
     if cg == 1:
-        _launch(_direct_fwd, y.size * kh * kw, x, w, b, has_bias, *stride, *padding, *dilation, y)
+        if stride == (1, 1):
+            xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+            _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+            _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y)
+        else:
+            _launch(_direct_fwd, y.size * kh * kw, x, w, b, has_bias, *stride, *padding, *dilation, y)
         return y
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
@@ -436,7 +544,10 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
     dx = np.empty(x_shape, dtype=gy.dtype)
     if cg == 1:
-        _launch(_direct_bwd_data, gy.size * kh * kw, gy, w, *stride, *padding, *dilation, dx)
+        if stride == (1, 1):
+            _launch(_direct_bwd_data_s1, gy.size * kh * kw, gy, w, *padding, *dilation, dx)
+        else:
+            _launch(_direct_bwd_data, gy.size * kh * kw, gy, w, *stride, *padding, *dilation, dx)
         return dx
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
@@ -459,7 +570,12 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w_shape, stride, padding, dilation)
     if cg == 1:
         dwt = np.empty(w_shape, dtype=gy.dtype)
-        _launch(_direct_bwd_weight, gy.size * kh * kw, gy, x, *stride, *padding, *dilation, dwt)
+        if stride == (1, 1):
+            xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+            _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+            _launch(_direct_bwd_weight_s1, gy.size * kh * kw, gy, xp, dilation[0], dilation[1], dwt)
+        else:
+            _launch(_direct_bwd_weight, gy.size * kh * kw, gy, x, *stride, *padding, *dilation, dwt)
         return dwt
     og, ck = o // groups, cg * kh * kw
     dw = np.zeros((o, ck), dtype=gy.dtype)
