@@ -125,3 +125,16 @@ def test_main_rejects_unknown_section(capsys):
     assert bench.main(["--only", "bogus", "--out", "unused-dir"]) == 2
     err = capsys.readouterr().err
     assert "sections must be among" in err and "bogus" in err
+
+
+def test_model_steps_checked_against_torch_then_timed():
+    torch = pytest.importorskip("torch")
+    from tinycnn.bench import endtoend, report
+    recs = endtoend.run_model_case(dict(model="simplecnn", batch=2, input_size=28, reps=1), torch=torch,
+                                   families=("numpy",), modes=("train",))
+    (rec,) = recs
+    ours = rec["impls"]["numpy"]
+    assert rec["reference"] == "torch"
+    assert ours["status"] == "ok" and ours["max_rel_err"] < 2e-3      # logits, loss and all gradients
+    assert ours["n"] == 1 and ours["ratio_vs_torch"] > 0 and ours["cold_fwd_bwd_s"] > 0
+    assert "simplecnn" in report.e2e_table(recs) and "first forward+backward" in report.cold_table(recs)

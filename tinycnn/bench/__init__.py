@@ -168,6 +168,9 @@ def _tables(results: dict, report) -> str:
     if results.get("e2e"):
         parts += ["", "== end-to-end steps (train: forward + cross-entropy + backward + Adam) ==",
                   report.e2e_table(results["e2e"])]
+        cold = report.cold_table(results["e2e"])
+        if cold:
+            parts += ["", "cold start: the first calls of each model in this process (Numba compile or cache load included):", cold]
     if results.get("epoch"):
         parts += ["", "== training epoch ==", report.epoch_table(results["epoch"])]
     if results.get("scaling"):

@@ -257,7 +257,15 @@ def run_model_case(point: dict, *, torch=None, gpu: bool = False, seed: int = 0,
     outs = {}
     for impl, r in list(runners.items()):
         try:
-            outs[impl] = ((r.logits_eval(),), r.grads())
+            # these are also the first calls of this model in the process: their times are the
+            # cold-start cost (Numba compile or cache load, lazy buffers)
+            t0 = time.perf_counter()
+            logits = r.logits_eval()
+            t1 = time.perf_counter()
+            grads = r.grads()
+            t2 = time.perf_counter()
+            outs[impl] = ((logits,), grads)
+            status[impl].update(cold_infer_s=t1 - t0, cold_fwd_bwd_s=t2 - t1)
         except Exception as exc:  # noqa: BLE001
             status[impl] = {"status": "error", "message": f"{type(exc).__name__}: {exc}",
                             "traceback": traceback.format_exc(limit=4)}

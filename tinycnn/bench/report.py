@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["op_table", "e2e_table", "epoch_table", "scaling_table", "write_json", "write_plots", "IMPL_ORDER"]
+__all__ = ["op_table", "e2e_table", "cold_table", "epoch_table", "scaling_table", "write_json", "write_plots", "IMPL_ORDER"]
 
 IMPL_ORDER = ("numpy", "numba", "cupy", "numba_cuda", "cupy[ours]", "cupy[cublas]", "numba_cuda[ours]",
               "numba_cuda[cublas]", "torch", "torch_cl", "torch_cuda")
@@ -76,6 +76,22 @@ def e2e_table(records: list[dict]) -> str:
             row[-1] = (row[-1] + " " if row[-1] else "") + f"[{rec['note']}]"
         rows.append(row)
     return _fmt_table(header, rows)
+
+
+def cold_table(records: list[dict]) -> str:
+    """The first eval forward and the first train forward + backward of each model in this process
+    (Numba compilation or cache loading, lazy buffers, PyTorch's first-call set-up): the cold start."""
+    impls = _impls_in(records)
+    rows = []
+    for rec in records:
+        if rec.get("mode") != "train":
+            continue
+        for key, what in (("cold_infer_s", "first eval forward"), ("cold_fwd_bwd_s", "first forward+backward")):
+            cells = [f"{1e3 * r[key]:.0f}" if (r := rec.get("impls", {}).get(k)) and r.get(key) else ""
+                     for k in impls]
+            if any(cells):
+                rows.append([rec["model"], str(rec["batch"]), what] + cells)
+    return _fmt_table(["model", "batch", "call"] + [f"{k} ms" for k in impls], rows) if rows else ""
 
 
 def epoch_table(ep: dict) -> str:
