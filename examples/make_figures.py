@@ -47,9 +47,12 @@ def _plt():
 
 
 def _annotated(ax, a, title, fmt="{:.1f}", cmap="viridis"):
+    from matplotlib import patheffects
+
     ax.imshow(a, cmap=cmap)
+    outline = [patheffects.withStroke(linewidth=2, foreground="black")]  # readable on light and dark cells
     for (i, j), v in np.ndenumerate(a):
-        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="w")
+        ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="w", path_effects=outline)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -131,7 +134,8 @@ def loss_figure(losses, dataset, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fast", action="store_true", help="train as the tutorial's --fast mode (for testing)")
-    p.add_argument("--data-dir", default=os.environ.get("TINYCNN_DATA_DIR") or str(T.REPO.parent / "shared" / "data"))
+    p.add_argument("--data-dir",
+                   default=os.environ.get("TINYCNN_DATA_DIR") or str(T.REPO.parent / "shared" / "data"))
     p.add_argument("--out", default=str(T.REPO / "docs" / "figures"))
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -409,7 +409,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fast", action="store_true", default=os.environ.get("TINYCNN_TUTORIAL_FAST") == "1",
                    help="small subset, 1 epoch (also TINYCNN_TUTORIAL_FAST=1)")
-    p.add_argument("--data-dir", default=os.environ.get("TINYCNN_DATA_DIR") or str(REPO.parent / "shared" / "data"),
+    p.add_argument("--data-dir",
+                   default=os.environ.get("TINYCNN_DATA_DIR") or str(REPO.parent / "shared" / "data"),
                    help="folder with pneumoniamnist.npz (default: $TINYCNN_DATA_DIR, else ../shared/data)")
     p.add_argument("--epochs", type=int, default=None, help="default: 1 with --fast, else 3")
     p.add_argument("--seed", type=int, default=0)
