@@ -10,3 +10,14 @@ from .tensor import (Tensor, arange, cat, from_numpy, ones, ones_like, rand, ran
                      tensor, where, zeros, zeros_like)
 
 from . import nn, optim  # noqa: E402,F401  (nn and optim use the names above)
+
+
+_LAZY = ("data", "metrics", "models", "explain", "viz", "report", "train", "training", "summary")
+
+
+def __getattr__(name):
+    # heavier parts (matplotlib, data files) load on first use, so `import tinycnn` stays fast
+    if name in _LAZY:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'tinycnn' has no attribute {name!r}")
