@@ -306,11 +306,14 @@ def run_model_case(point: dict, *, torch=None, gpu: bool = False, seed: int = 0,
         res = interleaved(fns, reps=point["reps"], warmup=1, min_sample_s=0.0, max_number=1, budget_s=budget_s,
                           syncs={k: s for k in fns if (s := _sync_for(k, torch)) is not None})
         peer = res.get("torch", {}).get("median")
+        gpu_peer = res.get("torch_cuda", {}).get("median")
         for k, t in res.items():
             rec["impls"][k].update(t)
             rec["impls"][k]["images_per_s"] = batch / t["median"]
             if peer:
                 rec["impls"][k]["ratio_vs_torch"] = t["median"] / peer
+            if gpu_peer and k in ("cupy", "numba_cuda"):
+                rec["impls"][k]["ratio_vs_torch_cuda"] = t["median"] / gpu_peer
         records.append(rec)
     return records
 

@@ -26,7 +26,9 @@ def _cell(r: dict | None, peer: bool) -> str:
         return _SHORT.get(r.get("status"), r.get("status", ""))
     ms = r["median"] * 1e3
     txt = f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
-    if not peer and r.get("ratio_vs_torch") is not None:
+    if not peer and r.get("ratio_vs_torch_cuda") is not None:
+        txt += f" ({r['ratio_vs_torch_cuda']:.2f}x torch_cuda)"
+    elif not peer and r.get("ratio_vs_torch") is not None:
         txt += f" ({r['ratio_vs_torch']:.2f}x)"
     return txt
 

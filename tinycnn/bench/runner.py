@@ -239,7 +239,10 @@ def run_case(case: Case, impls: list[Impl], *, timing: dict, seed: int = 0, refe
             if case.bytes:
                 r["gbps"] = case.bytes / med / 1e9
     peer = rec["impls"].get("torch", {}).get("median")
+    gpu_peer = rec["impls"].get("torch_cuda", {}).get("median")
     for name, r in rec["impls"].items():
         if r.get("median") and peer:
             r["ratio_vs_torch"] = r["median"] / peer
+        if r.get("median") and gpu_peer and r.get("device") == "cuda":
+            r["ratio_vs_torch_cuda"] = r["median"] / gpu_peer
     return rec
