@@ -218,3 +218,22 @@ def test_keras_like_fit_evaluate_predict():
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
     m = evaluate(model, ds.test, tr.mean, tr.std)
     assert m["n"] == 32 and 0 <= m["auc"] <= 1
+
+
+@pytest.mark.parametrize("loss,weights", [("focal", None), ("ce", [0.25, 0.75]), ("focal", [0.5, 1.5])])
+def test_losses_and_early_stopping(loss, weights):
+    from tinycnn.data import make_synthetic
+    from tinycnn.models import get_model
+    from tinycnn.training import ConstantLR
+    tinycnn.manual_seed(0)
+    ds = make_synthetic(32, 16, 16, seed=1)
+    model = get_model("simplecnn")
+    opt = tinycnn.optim.SGD(model.parameters(), lr=0.0)   # lr 0: validation never improves after epoch 1
+    tr = Trainer(model, opt, ConstantLR(opt), loss=loss, class_weights=weights, batch_size=32, quiet=True)
+    lines = []
+    tr.fit(ds.train, ds.val, 10, "binary-class", patience=2, log=lines.append)
+    assert len(tr.history) == 3 and tr.best_epoch == 1
+    assert all(math.isfinite(h["train_loss"]) for h in tr.history)
+    assert "early stopping" in lines[-1]
+    with pytest.raises(ValueError, match="loss must be 'ce' or 'focal'"):
+        Trainer(model, opt, None, loss="mse")
