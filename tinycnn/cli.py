@@ -377,7 +377,10 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print("tinycnn: interrupted", file=sys.stderr)
+        hint = ""
+        if args.command == "train" and getattr(args, "out", None):
+            hint = f"; continue with: tinycnn train --out {args.out} --resume"
+        print(f"tinycnn: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as exc:  # every failure becomes one line unless --debug
         if args.debug:
