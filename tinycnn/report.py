@@ -42,7 +42,7 @@ def plot_curves(history: list[dict], path, title: str = "Training curves") -> st
     if not history:
         raise ValueError("history must hold at least one epoch, got an empty list")
     plt = _plt()
-    ep = [h["epoch"] for h in history]
+    ep = [int(h["epoch"]) for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=FIGSIZE)
     ax1.plot(ep, [h["train_loss"] for h in history], "o-", label="train loss", ms=3)
     ax1.plot(ep, [h["val_loss"] for h in history], "s-", label="val loss", ms=3)
@@ -64,7 +64,7 @@ def plot_curves(history: list[dict], path, title: str = "Training curves") -> st
     ax3.set_ylabel("learning rate")
     lines = ax2.get_legend_handles_labels()
     lines3 = ax3.get_legend_handles_labels()
-    ax2.legend(lines[0] + lines3[0], lines[1] + lines3[1], loc="lower right", fontsize=8)
+    ax2.legend(lines[0] + lines3[0], lines[1] + lines3[1], loc="best", fontsize=8, framealpha=0.8)
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
