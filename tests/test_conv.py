@@ -252,3 +252,20 @@ def test_conv2d_reference_cnn_shapes_match_torch(dtype, cpu_family):
         for name, a, t in zip(["y", "dx", "dw", "db"], ours, theirs):
             scale = np.abs(t).max()
             np.testing.assert_allclose(a / scale, t / scale, err_msg=name, atol=TOL[dtype]["atol"] * 10)
+
+
+def test_conv2d_kept_columns_and_retain_graph_give_the_same_weight_gradient(cpu_family):
+    """The Numba forward may keep its im2col columns for backward; a second backward rebuilds them."""
+    rng = np.random.default_rng(8)
+    x = Tensor(rng.standard_normal((3, 4, 6, 5)), requires_grad=True)
+    w = Tensor(rng.standard_normal((5, 4, 3, 3)), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    g = Tensor(rng.standard_normal(y.shape))
+    y.backward(g, retain_graph=True)
+    first = w.grad.data.copy()
+    w.grad = None
+    y.backward(g)
+    np.testing.assert_allclose(w.grad.data, first, rtol=1e-12, atol=1e-12)
+    tw = torch.tensor(w.data, requires_grad=True)
+    torch.nn.functional.conv2d(torch.tensor(x.data), tw, padding=1).backward(torch.tensor(g.data))
+    np.testing.assert_allclose(first, tw.grad.numpy(), rtol=1e-10, atol=1e-10)

@@ -55,13 +55,18 @@ class Conv2d(Function):
     @staticmethod
     def forward(ctx, x, w, b=None, *, stride, padding, dilation, groups):
         fwd = kernel("conv2d_forward", x)
+        extra = {}
         if b is not None and getattr(fwd, "fuses_bias", False):
             # an implementation may add the bias while it writes y (saves one pass over y)
-            y = fwd(x, w, stride, padding, dilation, groups, bias=b)
-        else:
-            y = fwd(x, w, stride, padding, dilation, groups)
-            if b is not None:
-                y += b.reshape(1, -1, 1, 1)
+            extra["bias"] = b
+        ctx.kept = None
+        if getattr(fwd, "keeps_cols", False) and ctx.inputs is not None and ctx.needs_input_grad[1]:
+            # ... and may keep its im2col columns for the weight gradient (ctx.inputs is None
+            # when no graph is recorded, so inference never holds them)
+            ctx.kept = extra["keep"] = {}
+        y = fwd(x, w, stride, padding, dilation, groups, **extra)
+        if b is not None and "bias" not in extra:
+            y += b.reshape(1, -1, 1, 1)
         ctx.save_for_backward(x, w)
         ctx.opts = (stride, padding, dilation, groups)
         return y
@@ -78,7 +83,11 @@ class Conv2d(Function):
         if need_x:
             dx = kernel("conv2d_backward_data", g)(g, w, x.shape, stride, padding, dilation, groups)
         if need_w:
-            dw = kernel("conv2d_backward_weight", g)(g, x, w.shape, stride, padding, dilation, groups)
+            bwd_w = kernel("conv2d_backward_weight", g)
+            if ctx.kept and getattr(bwd_w, "uses_kept_cols", False):
+                dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups, kept=ctx.kept)
+            else:
+                dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups)
         if need_b:
             db = _bias_grad(g)
         return dx, dw, db
