@@ -56,7 +56,28 @@ GRID = list(itertools.product([1, 2, 3], [0, 1, 2], [1, 2], GROUPS, KERNELS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("stride,padding,dilation,groups,kernel", GRID,
                          ids=[f"s{s}-p{p}-d{d}-{g}-k{k}" for s, p, d, g, k in GRID])
-def test_conv2d_matches_torch_grid(stride, padding, dilation, groups, kernel, dtype, cpu_family):
+def test_conv2d_matches_torch_grid(stride, padding, dilation, groups, kernel, dtype):
+    """The full grid with the default CPU kernels (Numba); the NumPy reference runs the grid below."""
+    _check_grid_case(stride, padding, dilation, groups, kernel, dtype)
+
+
+# the NumPy reference on every option value (not every combination), float64 only;
+# tests/test_cpu_kernels.py ties the two families together on every code path
+REF_GRID = [c for c in GRID if (c[0] + c[1]) % 2 == 0]
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups,kernel", REF_GRID,
+                         ids=[f"s{s}-p{p}-d{d}-{g}-k{k}" for s, p, d, g, k in REF_GRID])
+def test_conv2d_numpy_reference_matches_torch_grid(stride, padding, dilation, groups, kernel):
+    prev = backends.get_cpu_kernels()
+    backends.set_cpu_kernels("numpy")
+    try:
+        _check_grid_case(stride, padding, dilation, groups, kernel, np.float64)
+    finally:
+        backends.set_cpu_kernels(prev)
+
+
+def _check_grid_case(stride, padding, dilation, groups, kernel, dtype):
     rng = np.random.default_rng(zlib.crc32(repr((stride, padding, dilation, groups, kernel)).encode()))
     g = GROUPS[groups]
     kh, kw = KERNELS[kernel]

@@ -201,113 +201,6 @@ def _nchw_to_cm(g, gcm):
 
 
 # --------------------------------------------------------------------------- direct kernels (C/groups == 1)
-@njit(parallel=True, **_jit)
-def _direct_fwd(x, w, bias, has_bias, sh, sw, ph, pw, dh, dw, y):
-    """y[s, o] = b[o] + sum_{i, j} w[o, 0, i, j] x_pad[s, o // (O/G), a sh + i dh, b sw + j dw].
-
-    For one input channel per group (the first layer of a grey-scale CNN, depthwise convolutions):
-    im2col columns would be as large as the output and the GEMM is memory bound, so the taps are
-    accumulated straight into each output row, in tap order.
-    """
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    oh, ow = y.shape[2], y.shape[3]
-    og = o // c        # one input channel per group, so groups == c
-    for job in prange(n * o):
-        s = job // o
-        oc = job - s * o
-        ci = oc // og
-        plane = y[s, oc]
-        b0 = bias[oc] if has_bias else 0.0
-        for a in range(oh):
-            yrow = plane[a]
-            yrow[:] = b0
-            for i in range(kh):
-                r = a * sh + i * dh - ph
-                if r < 0 or r >= h:
-                    continue
-                xrow = x[s, ci, r]
-                for j in range(kw):
-                    off_w = j * dw - pw
-                    lo, hi = _valid_cols(ow, wd, sw, off_w)
-                    if hi <= lo:
-                        continue
-                    wv = w[oc, 0, i, j]
-                    acc = yrow[lo:hi]
-                    src = xrow[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
-                    for k in range(hi - lo):
-                        acc[k] += wv * src[k]
-
-
-@njit(parallel=True, **_jit)
-def _direct_bwd_weight(gy, x, sh, sw, ph, pw, dh, dw, dwt):
-    """dW[o, 0, i, j] = sum_{s, a, b} gy[s, o, a, b] x_pad[s, o // (O/G), a sh + i dh, b sw + j dw].
-
-    One thread per output channel; each row's dot product is summed in the data type and the rows
-    are accumulated in float64, so float32 sums over large batches stay accurate.
-    """
-    n, c, h, wd = x.shape
-    o, _, kh, kw = dwt.shape
-    oh, ow = gy.shape[2], gy.shape[3]
-    og = o // c        # one input channel per group, so groups == c
-    for oc in prange(o):
-        ci = oc // og
-        total = np.zeros((kh, kw), dtype=np.float64)
-        for s in range(n):
-            for a in range(oh):
-                grow = gy[s, oc, a]
-                for i in range(kh):
-                    r = a * sh + i * dh - ph
-                    if r < 0 or r >= h:
-                        continue
-                    xrow = x[s, ci, r]
-                    for j in range(kw):
-                        off_w = j * dw - pw
-                        lo, hi = _valid_cols(ow, wd, sw, off_w)
-                        if hi <= lo:
-                            continue
-                        g = grow[lo:hi]
-                        src = xrow[lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
-                        part = g[0] * src[0]
-                        for k in range(1, hi - lo):
-                            part += g[k] * src[k]
-                        total[i, j] += part
-        for i in range(kh):
-            for j in range(kw):
-                dwt[oc, 0, i, j] = total[i, j]
-
-
-@njit(parallel=True, **_jit)
-def _direct_bwd_data(gy, w, sh, sw, ph, pw, dh, dw, dx):
-    """dx[s, c] = sum over the group's outputs o and taps (i, j) of w[o, 0, i, j] gy[s, o] added at the tap's window."""
-    n, c, h, wd = dx.shape
-    o, _, kh, kw = w.shape
-    oh, ow = gy.shape[2], gy.shape[3]
-    og = o // c        # one input channel per group, so groups == c
-    for job in prange(n * c):
-        s = job // c
-        ci = job - s * c
-        plane = dx[s, ci]
-        plane[:, :] = 0
-        for oc in range(ci * og, (ci + 1) * og):
-            for a in range(oh):
-                grow = gy[s, oc, a]
-                for i in range(kh):
-                    r = a * sh + i * dh - ph
-                    if r < 0 or r >= h:
-                        continue
-                    for j in range(kw):
-                        off_w = j * dw - pw
-                        lo, hi = _valid_cols(ow, wd, sw, off_w)
-                        if hi <= lo:
-                            continue
-                        wv = w[oc, 0, i, j]
-                        acc = plane[r, lo * sw + off_w:(hi - 1) * sw + off_w + 1:sw]
-                        g = grow[lo:hi]
-                        for k in range(hi - lo):
-                            acc[k] += wv * g[k]
-
-
 # Unit-stride direct kernels on "wide" planes: with the input zero-padded to Wp = W + 2 pw columns
 # (plus one spare row) and the output computed Wp columns wide, tap (i, j) is ONE contiguous run
 # shifted by i dh Wp + j dw, so every inner loop is a plain vectorisable a[k] += w * b[k]. The
@@ -533,7 +426,8 @@ _cols_pool = _ColsPool()
 def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None):
     """Y (O, nP) = W (O, CK) @ cols (CK, nP) per batch chunk and group; then back to NCHW.
 
-    With one input channel per group the taps are accumulated directly (`_direct_fwd`).
+    With one input channel per group and unit stride the taps are accumulated directly
+    (`_direct_fwd_s1`).
     Optional extensions of the primitive (flagged by attributes the op checks):
     `bias` (O,) is added while the result is written (`fuses_bias`), saving a pass over y;
     `keep` (a dict): when the whole batch fits one im2col chunk its columns are left in
@@ -546,13 +440,10 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
-    if cg == 1:
-        if stride == (1, 1):
-            xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
-            _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
-            _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y)
-        else:
-            _launch(_direct_fwd, y.size * kh * kw, x, w, b, has_bias, *stride, *padding, *dilation, y)
+    if cg == 1 and stride == (1, 1):
+        xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+        _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+        _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y)
         return y
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
@@ -584,11 +475,8 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
     w = np.ascontiguousarray(w)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
     dx = np.empty(x_shape, dtype=gy.dtype)
-    if cg == 1:
-        if stride == (1, 1):
-            _launch(_direct_bwd_data_s1, gy.size * kh * kw, gy, w, *padding, *dilation, dx)
-        else:
-            _launch(_direct_bwd_data, gy.size * kh * kw, gy, w, *stride, *padding, *dilation, dx)
+    if cg == 1 and stride == (1, 1):
+        _launch(_direct_bwd_data_s1, gy.size * kh * kw, gy, w, *padding, *dilation, dx)
         return dx
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
@@ -612,14 +500,11 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w_shape, stride, padding, dilation)
-    if cg == 1:
+    if cg == 1 and stride == (1, 1):
         dwt = np.empty(w_shape, dtype=gy.dtype)
-        if stride == (1, 1):
-            xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
-            _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
-            _launch(_direct_bwd_weight_s1, gy.size * kh * kw, gy, xp, dilation[0], dilation[1], dwt)
-        else:
-            _launch(_direct_bwd_weight, gy.size * kh * kw, gy, x, *stride, *padding, *dilation, dwt)
+        xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+        _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+        _launch(_direct_bwd_weight_s1, gy.size * kh * kw, gy, xp, dilation[0], dilation[1], dwt)
         return dwt
     og, ck = o // groups, cg * kh * kw
     # computed transposed, dW^T (CK, O) = cols @ gY^T: OpenBLAS runs this orientation ~15% faster
