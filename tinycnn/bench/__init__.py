@@ -91,6 +91,8 @@ def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, se
         nonlocal t_sec
         section_s[name] = time.perf_counter() - t_sec
         t_sec = time.perf_counter()
+        if not quiet:   # progress on stderr: stdout carries only the tables
+            print(f"[bench] {name} done in {section_s[name]:.0f} s", file=sys.stderr, flush=True)
 
     if "ops" in sections:
         cases = opcases.grid(quick, set(ops) if ops else None)
