@@ -29,7 +29,7 @@ from numba import njit, prange
 from . import register
 from .cpu_numpy import batch_chunks, conv_out_size
 
-__all__ = ["clear_workspace", "conv2d_bias_grad", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+__all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
@@ -304,21 +304,6 @@ def _direct_bwd_data_s1(gy, w, ph, pw, dh, dw, dx):
             dx[s, ci, r, :] = padded[(r + ph) * wp + pw:(r + ph) * wp + pw + wd]
 
 
-@njit(parallel=True, **_jit)
-def _channel_sums(g, out):
-    """out[o] = sum_{s, p} g[s, o, p] (the bias gradient), one thread per channel, float64 partials."""
-    n, o, npix = g.shape
-    for oc in prange(o):
-        total = 0.0
-        for s in range(n):
-            row = g[s, oc]
-            part = row[0]
-            for k in range(1, npix):
-                part += row[k]
-            total += part
-        out[oc] = total
-
-
 # --------------------------------------------------------------------------- scratch buffers
 class _Workspace(threading.local):
     """Per-thread scratch buffers (im2col columns, channel-major copies) reused across calls.
@@ -536,14 +521,6 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
 
 conv2d_backward_weight.uses_kept_cols = True
 register("conv2d_backward_weight", "numba")(conv2d_backward_weight)
-
-
-def conv2d_bias_grad(gy):
-    """db[o] = sum_{n, oh, ow} gy[n, o, oh, ow] (parallel over channels; an extension, not in kernels.md)."""
-    gy = np.ascontiguousarray(gy)
-    out = np.empty(gy.shape[1], dtype=gy.dtype)
-    _launch(_channel_sums, gy.size, gy.reshape(gy.shape[0], gy.shape[1], -1), out)
-    return out
 
 
 # --------------------------------------------------------------------------- pooling

@@ -20,7 +20,7 @@ Derivations: docs/math.md ("Convolution"); tests: tests/test_conv.py.
 from __future__ import annotations
 
 from ..autograd import Function
-from ..backends import device_of, get_cpu_kernels, kernel
+from ..backends import kernel
 from ..backends.cpu_numpy import get_im2col_cap_bytes, set_im2col_cap_bytes
 
 __all__ = ["Conv2d", "conv2d", "pair", "set_im2col_cap_bytes", "get_im2col_cap_bytes"]
@@ -89,20 +89,9 @@ class Conv2d(Function):
             else:
                 dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups)
         if need_b:
-            db = _bias_grad(g)
+            # NumPy's pairwise SIMD sum is already memory-bound here
+            db = g.sum(axis=(0, 2, 3))
         return dx, dw, db
-
-
-def _bias_grad(g):
-    """db = sum of g over (N, OH, OW); the Numba family has a parallel kernel for it."""
-    if device_of(g) == "cpu" and get_cpu_kernels() == "numba":
-        try:
-            from ..backends.cpu_numba import conv2d_bias_grad
-        except ImportError:     # Numba missing: NumPy's reduction is the fallback
-            pass
-        else:
-            return conv2d_bias_grad(g)
-    return g.sum(axis=(0, 2, 3))
 
 
 def _check_tensor(t, name):
