@@ -157,10 +157,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ fit
     def _fit_budget(self, time_budget, log):
-        """Shorten the run (only ever) so that training ends within `time_budget` seconds.
+        """Set the run's length (at most the requested epochs) so that training ends within `time_budget` s.
 
         Checked after each of the first 3 epochs with the fastest epoch so far (the first one includes JIT
-        compilation); the cosine schedule is stretched to the new length, which early in the run changes
+        compilation); the cosine schedule is fitted to the new length, which early in the run changes
         the learning rates very little. The new length is part of the saved state, so resuming repeats it.
         """
         if not time_budget or self.epoch > 3:
@@ -168,15 +168,16 @@ class Trainer:
         spent = sum(h["seconds"] for h in self.history)
         per = min(h["seconds"] for h in self.history)
         fit_epochs = self.epoch + int(max(time_budget - spent, 0) // per)
-        if fit_epochs < self.target_epochs:
-            new = max(fit_epochs, self.epoch + 1, 3)
-            if new < self.target_epochs:
-                if log is not None:
-                    log(f"time budget {time_budget:.0f}s at {per:.1f}s/epoch: training {new} epochs "
-                        f"instead of {self.target_epochs}")
-                self.target_epochs = new
-                if isinstance(self.schedule, WarmupCosine):
-                    self.schedule.total = new * self.steps_per_epoch
+        # recomputed from the requested length each time: the first epoch (JIT compilation, cold caches)
+        # alone would be too pessimistic, so a later, faster epoch may give some epochs back
+        new = min(self.requested_epochs, max(fit_epochs, self.epoch + 1, 3))
+        if new != self.target_epochs:
+            if log is not None:
+                log(f"time budget {time_budget:.0f}s at {per:.1f}s/epoch: training {new} epochs "
+                    f"(requested {self.requested_epochs})")
+            self.target_epochs = new
+            if isinstance(self.schedule, WarmupCosine):
+                self.schedule.total = new * self.steps_per_epoch
 
     def fit(self, train, val, epochs: int, task: str, run=None, patience: int = 0, stop_after=None, log=print,
             time_budget=None):
@@ -191,6 +192,7 @@ class Trainer:
         loader = DataLoader(train, batch_size=self.batch_size, shuffle=True, seed=self.seed,
                             transform=self.train_transform, drop_last=len(train) > self.batch_size)
         self.steps_per_epoch = len(loader)
+        self.requested_epochs = int(epochs)
         if self.target_epochs is None:
             self.target_epochs = int(epochs)
         while self.epoch < self.target_epochs:
