@@ -172,8 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark suite (JSON + PNG results)",
                        description="Run the benchmark suite; writes JSON and PNG results and prints ratios "
                                    "against PyTorch when it is installed.")
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--quick", action="store_true", help="small grid, under 2 minutes on 2 cores")
     p.add_argument("--out", default="bench-results", metavar="DIR")
+    p.add_argument("--only", default=None, metavar="SECTIONS", help="comma-separated: ops,e2e,epoch,scaling")
+    p.add_argument("--ops", default=None, metavar="NAMES", help="op names to run in the ops section")
+    p.add_argument("--threads", type=int, default=None, help="threads for BLAS, Numba and PyTorch alike")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="folder holding pneumoniamnist.npz")
+    p.add_argument("--no-torch", action="store_true", help="do not compare with PyTorch")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     _common(p)
     return parser
 
@@ -352,7 +358,13 @@ def cmd_bench(args):
             continue
         fn = getattr(mod, "main", None)
         if callable(fn):
-            argv = (["--quick"] if args.quick else []) + ["--out", args.out]
+            argv = ["--out", args.out]
+            for flag in ("quick", "no_torch", "no_plots", "quiet", "debug"):
+                if getattr(args, flag, False):
+                    argv.append("--" + flag.replace("_", "-"))
+            for opt in ("only", "ops", "threads", "data_dir"):
+                if getattr(args, opt, None) is not None:
+                    argv += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]
             return int(fn(argv) or 0)
     raise CLIError("the benchmark suite is not available in this installation "
                    "(no tinycnn.bench.main); run from a source checkout with benchmarks/")
