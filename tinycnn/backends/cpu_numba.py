@@ -696,3 +696,4 @@ def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
 
 # batch-norm kernels of the layer ops live in their own module
 from . import cpu_numba_nn  # noqa: E402,F401
+from . import cpu_numba_ew  # noqa: E402,F401  (fused elementwise kernels; own file so their edits keep this cache)

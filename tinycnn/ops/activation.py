@@ -5,21 +5,41 @@ All are elementwise except softmax/log_softmax, which act along `dim`.
 from __future__ import annotations
 
 from ..autograd import Function
-from ..backends import xp_of
+from ..backends import device_of, kernel, register, xp_of
+
+
+# NumPy references of the CPU-only ReLU primitives (docs/kernels.md); cpu_numba_ew.py has the fast ones
+@register("relu_forward", "numpy")
+def relu_forward(x):
+    """y = max(x, 0), NaN propagated."""
+    return xp_of(x).maximum(x, 0)
+
+
+@register("relu_backward", "numpy")
+def relu_backward(gy, y):
+    """dx = 0 where y <= 0, else gy (PyTorch's threshold_backward: a select, so an inf/NaN gy where
+    y <= 0 gives 0, and gy passes where y is NaN)."""
+    return xp_of(gy).where(y <= 0, gy.dtype.type(0), gy)
 
 
 class ReLU(Function):
-    """y = max(x, 0).   dx = g * [x > 0]."""
+    """y = max(x, 0).   dx = g * [x > 0] = g * [y > 0] (computed as a select: g where y > 0, else 0).
+
+    Shapes: x, y, g, dx all the same shape. On the CPU both passes are the `relu_forward` and
+    `relu_backward` primitives (one parallel Numba pass each, no boolean temporary).
+    """
 
     @staticmethod
     def forward(ctx, x):
-        y = xp_of(x).maximum(x, 0)
+        y = kernel("relu_forward", x)(x) if device_of(x) == "cpu" else xp_of(x).maximum(x, 0)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
+        if device_of(g) == "cpu":
+            return kernel("relu_backward", g)(g, y)
         return g * (y > 0)
 
 
