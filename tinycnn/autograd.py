@@ -191,6 +191,9 @@ def run_backward(root, grad, retain_graph: bool = False) -> None:
                 grads[key] = ig if prev is None else prev + ig
             else:
                 _accumulate(a, ig)
+        # drop the loop's references now: the next backward may then reuse a gradient buffer that
+        # nothing else holds (ReLU writes dx into it), and freed grads are released one step sooner
+        in_grads = ig = None
         if not retain_graph:
             ctx.saved_tensors = ()
             ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in ctx.inputs)

@@ -53,9 +53,9 @@ def relu_forward(x):
 
 
 @register("relu_backward", "numba")
-def relu_backward(gy, y):
-    if gy.shape != y.shape or not _fast(gy, y):
-        return np.where(y <= 0, gy.dtype.type(0), gy)
-    dx = np.empty_like(gy)
+def relu_backward(gy, y, out=None):
+    if gy.shape != y.shape or not _fast(gy, y) or (out is not None and not _fast(gy, out)):
+        return np.where(y <= 0, gy.dtype.type(0), gy, **({} if out is None else {"out": out}))
+    dx = np.empty_like(gy) if out is None else out
     _launch(_relu_bwd, gy.size, gy.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx

@@ -4,6 +4,8 @@ All are elementwise except softmax/log_softmax, which act along `dim`.
 """
 from __future__ import annotations
 
+import sys
+
 from ..autograd import Function
 from ..backends import device_of, kernel, register, xp_of
 
@@ -16,10 +18,26 @@ def relu_forward(x):
 
 
 @register("relu_backward", "numpy")
-def relu_backward(gy, y):
+def relu_backward(gy, y, out=None):
     """dx = 0 where y <= 0, else gy (PyTorch's threshold_backward: a select, so an inf/NaN gy where
     y <= 0 gives 0, and gy passes where y is NaN)."""
-    return xp_of(gy).where(y <= 0, gy.dtype.type(0), gy)
+    xp = xp_of(gy)
+    if out is None:
+        return xp.where(y <= 0, gy.dtype.type(0), gy)
+    return xp.where(y <= 0, gy.dtype.type(0), gy, out=out)
+
+
+# References to g when the autograd engine alone owns it: the engine's local, backward's argument and
+# getrefcount's own argument (CPython 3.11-3.13; later versions may borrow references, so they are
+# not trusted and always get a fresh array).
+_SOLE_OWNER_REFS = 3 if sys.version_info < (3, 14) else None
+
+
+def _owned_by_caller_only(g) -> bool:
+    """True when writing into g cannot be seen by anyone: it owns its memory (is no view), has no
+    views (they would reference it) and nothing but the engine's call holds it."""
+    return (_SOLE_OWNER_REFS is not None and g.base is None and g.flags.writeable
+            and sys.getrefcount(g) - 1 <= _SOLE_OWNER_REFS)
 
 
 class ReLU(Function):
@@ -39,7 +57,10 @@ class ReLU(Function):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         if device_of(g) == "cpu":
-            return kernel("relu_backward", g)(g, y)
+            # the gradient arriving from max-pool backward is a fresh multi-megabyte array: writing dx
+            # into it saves an allocation and its page faults (~1/4 of this op's time)
+            out = g if _owned_by_caller_only(g) else None
+            return kernel("relu_backward", g)(g, y, out=out)
         return g * (y > 0)
 
 
