@@ -473,6 +473,21 @@ class _ToDevice(Function):
         return backends.to_device(g, ctx.device)
 
 
+def zero_grads(params, set_to_none: bool = True) -> None:
+    """Drop the gradients of `params` (None, PyTorch's default) or replace them by zeros.
+
+    Zeroing makes a new array rather than writing into the old one: a gradient array may be
+    shared with other tensors (the engine hands one array to several inputs).
+    """
+    for p in params:
+        if p.grad is None:
+            continue
+        if set_to_none:
+            p.grad = None
+        else:
+            p.grad = Tensor._wrap(backends.xp_of(p.grad.data).zeros_like(p.grad.data))
+
+
 # ---------------------------------------------------------------------- creation
 def tensor(data, dtype=None, requires_grad=False, device=None):
     """Make a Tensor. NumPy arrays keep their dtype; Python floats become float32, ints int64."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backends
 from ..autograd import no_grad
-from ..tensor import Tensor, as_dtype
+from ..tensor import Tensor, as_dtype, zero_grads
 from .parameter import Parameter
 
 __all__ = ["Module", "RemovableHandle", "StateDictError", "IncompatibleKeys"]
@@ -313,14 +313,8 @@ class Module:
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop every parameter's gradient (None, PyTorch's default) or zero it in place."""
-        for p in self.parameters():
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad = Tensor._wrap(backends.xp_of(p.grad.data).zeros_like(p.grad.data))
+        """Drop every parameter's gradient (None, PyTorch's default) or replace it by zeros."""
+        zero_grads(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ state_dict
     def state_dict(self, destination=None, prefix: str = "", keep_vars: bool = False):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import backends
 from ..autograd import enable_grad
-from ..tensor import Tensor
+from ..tensor import Tensor, zero_grads
 
 __all__ = ["Optimizer", "required"]
 
@@ -99,15 +99,7 @@ class Optimizer:
     # ------------------------------------------------------------------ stepping
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients (None, PyTorch's default) or replace them by zeros."""
-        for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    # a new zero array: the old one may be shared with other tensors
-                    p.grad = Tensor._wrap(backends.xp_of(p.grad.data).zeros_like(p.grad.data))
+        zero_grads((p for g in self.param_groups for p in g["params"]), set_to_none)
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure() when given."""
