@@ -9,6 +9,17 @@ from tinycnn import bench
 from tinycnn.bench import opcases, runner, scaling, timing
 
 
+
+@pytest.fixture(autouse=True)
+def _restore_kernel_families():
+    """The harness switches process-wide kernel families; later tests must not inherit them."""
+    from tinycnn import backends
+    cpu, gpu = backends.get_cpu_kernels(), backends.get_gpu_kernels()
+    yield
+    backends.set_cpu_kernels(cpu)
+    backends.set_gpu_kernels(gpu)
+
+
 def test_summarize_median_and_iqr():
     s = timing.summarize([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s["median"] == 3.0 and s["q25"] == 2.0 and s["q75"] == 4.0 and s["iqr"] == 2.0
@@ -111,6 +122,15 @@ def test_quick_ops_run_writes_json_table_and_png(tmp_path):
     assert str(png) in data["plots"]
     assert "max_pool2d_backward" in (tmp_path / "table.txt").read_text()
     assert res["ops"][0]["op"] == data["ops"][0]["op"]
+
+
+def test_run_leaves_the_kernel_families_as_it_found_them(tmp_path):
+    """The suite switches the process-wide kernel families while it times them; it must restore them."""
+    from tinycnn import backends
+    backends.set_cpu_kernels("numba")
+    bench.run(quick=True, out_dir=tmp_path, sections=("ops",), ops=["max_pool2d_backward"], use_torch=False,
+              plots=False, timing=dict(reps=2, warmup=0, min_sample_s=0.001, budget_s=0.2, gap_s=0.0), quiet=True)
+    assert backends.get_cpu_kernels() == "numba"
 
 
 def test_scaling_worker_reports_time_and_memory():

@@ -155,3 +155,29 @@ def test_relu_in_a_retained_graph_gives_the_same_gradient_twice(rng):
     loss.backward()
     np.testing.assert_array_equal(x.grad.numpy(), first)
     np.testing.assert_array_equal(first, 2.0 * (a > 0))
+
+
+def test_numpy_reference_relu_backward_writes_into_out():
+    """The NumPy reference (used when TINYCNN_CPU_KERNELS=numpy) supports the in-place out= path."""
+    from tinycnn.ops.activation import relu_backward
+    gy = np.array([1.0, np.inf, -2.0, np.nan], dtype=np.float32)
+    y = np.array([0.5, 0.0, 3.0, -1.0], dtype=np.float32)
+    out = gy.copy()
+    res = relu_backward(gy, y, out=out)
+    assert res is out
+    np.testing.assert_array_equal(out, [1.0, 0.0, -2.0, 0.0])
+
+
+def test_relu_op_under_numpy_family_matches_numba_family():
+    prev = backends.get_cpu_kernels()
+    x = np.random.default_rng(0).normal(size=(4, 3, 5, 5)).astype(np.float32)
+    grads = []
+    for family in ("numpy", "numba"):
+        backends.set_cpu_kernels(family)
+        try:
+            t = tinycnn.tensor(x, requires_grad=True)
+            (t.relu() * 2.0).sum().backward()
+            grads.append(t.grad.numpy())
+        finally:
+            backends.set_cpu_kernels(prev)
+    np.testing.assert_array_equal(grads[0], grads[1])

@@ -45,10 +45,23 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, flush=True)
 
 
-def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, sections=SECTIONS,
-        ops: list[str] | None = None, threads: int | None = None, data_dir: str | None = None,
-        use_torch: bool = True, timing: dict | None = None, seed: int = 0, quiet: bool = False,
-        plots: bool = True, command: str | None = None) -> dict:
+def run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", **options) -> dict:
+    """Run the suite (see `_run` for the options), leaving the caller's kernel-family choices as they were:
+    the implementations under test switch the process-wide CPU/GPU families."""
+    from tinycnn import backends
+
+    cpu, gpu = backends.get_cpu_kernels(), backends.get_gpu_kernels()
+    try:
+        return _run(quick, out_dir, **options)
+    finally:
+        backends.set_cpu_kernels(cpu)
+        backends.set_gpu_kernels(gpu)
+
+
+def _run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, sections=SECTIONS,
+         ops: list[str] | None = None, threads: int | None = None, data_dir: str | None = None,
+         use_torch: bool = True, timing: dict | None = None, seed: int = 0, quiet: bool = False,
+         plots: bool = True, command: str | None = None) -> dict:
     """Run the suite; write ``results.json`` and the PNGs to `out_dir`; print the tables; return the results.
 
     quick: the small grid (< 2 minutes on a 2-core machine); else the full suite.

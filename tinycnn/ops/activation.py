@@ -24,7 +24,8 @@ def relu_backward(gy, y, out=None):
     xp = xp_of(gy)
     if out is None:
         return xp.where(y <= 0, gy.dtype.type(0), gy)
-    return xp.where(y <= 0, gy.dtype.type(0), gy, out=out)
+    out[...] = xp.where(y <= 0, gy.dtype.type(0), gy)   # where() has no out= (numpy nor cupy)
+    return out
 
 
 # References to g when the autograd engine alone owns it: the engine's local, backward's argument and
