@@ -41,6 +41,8 @@ def test_every_command_has_help(cmd, capsys):
 def test_train_prints_test_metrics_and_writes_run(run_dir, capsys):
     for name in ("config.json", "best.safetensors", "metrics.json", "curves.png", "roc.png", "confusion.png"):
         assert (run_dir / name).exists()
+    # 64 training images: the recipe trains a 3-member ensemble, so evaluate/predict below exercise it
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["ensemble"] == 3
 
 
 def test_evaluate_json_and_probs_out(run_dir, tmp_path, capsys):
@@ -75,6 +77,17 @@ def test_predict_with_gradcam(run_dir, tmp_path, capsys):
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
     im = Image.open(cam)
     assert im.format == "PNG" and im.size[0] > 28 and im.size[1] > 56
+
+
+def test_predict_feature_maps_of_an_ensemble(run_dir, tmp_path, capsys):
+    from PIL import Image
+    p = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(p)
+    fm = tmp_path / "fm"
+    assert main(["predict", "--checkpoint", str(run_dir / "best.safetensors"), str(p), "--feature-maps", str(fm),
+                 "--layer", "conv1"]) == 0
+    files = sorted(fm.iterdir())
+    assert [f.name for f in files] == ["000_img_conv1.png"] and Image.open(files[0]).format == "PNG"
 
 
 def test_summary_table(capsys):

@@ -11,7 +11,8 @@ from tinycnn.training import (CheckpointError, Trainer, TrainingDiverged, Warmup
                               default_settings, load_checkpoint, train_run)
 from tinycnn.training.checkpoint import _flatten_optimizer, _unflatten_optimizer
 
-QUICK = {"dataset": "synthetic", "subset": 64, "model": "simplecnn", "epochs": 2, "batch_size": 32, "seed": 0}
+QUICK = {"dataset": "synthetic", "subset": 64, "model": "simplecnn", "epochs": 2, "batch_size": 32, "seed": 0,
+         "ensemble": 1}
 RUN_FILES = ["config.json", "best.safetensors", "last.safetensors", "last.state.safetensors", "history.csv",
              "metrics.json", "curves.png", "roc.png", "confusion.png"]
 
@@ -188,7 +189,8 @@ def test_resume_after_a_real_kill(quick_run, tmp_path):
     out_a, _ = quick_run
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "tinycnn", "train", "--dataset", "synthetic", "--subset", "64", "--model",
-            "simplecnn", "--epochs", "2", "--batch-size", "32", "--seed", "0", "--out", str(out), "--quiet"]
+            "simplecnn", "--epochs", "2", "--batch-size", "32", "--seed", "0", "--ensemble", "1", "--out", str(out),
+            "--quiet"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while not (out / "last.state.safetensors").exists():

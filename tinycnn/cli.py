@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or an image folder")
     _data_dir(p)
     p.add_argument("--model", default=None, help="simplecnn, vgg (default) or resnet18")
+    p.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
+                   help="train K members side by side and average their softmax; one checkpoint holds all "
+                        "(default: 3 for sets under 2000 training images, else 1)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
@@ -205,7 +208,7 @@ def cmd_train(args):
 
     keys = ("dataset", "data_dir", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum",
             "scheduler", "warmup_epochs", "loss", "focal_gamma", "label_smoothing", "class_weights", "augment",
-            "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset", "time_budget")
+            "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset", "time_budget", "ensemble")
     settings = {k: getattr(args, k) for k in keys}
     res = train_run(settings, log=lambda t: _say(args, t), quiet=args.quiet)
     m = res["metrics"]
@@ -284,9 +287,11 @@ def cmd_predict(args):
             raise CLIError("--feature-maps needs --layer: this model names no default layer")
         xn = T.Normalize(meta["mean"], meta["std"])(x)
         os.makedirs(args.feature_maps, exist_ok=True)
+        # an ensemble's members each have their own maps: show the first member's unless a member is named
+        shown = model.members[0] if hasattr(model, "members") and not layer.startswith("members.") else model
         for i, p in enumerate(args.images):
             stem = os.path.splitext(os.path.basename(p))[0]
-            viz.feature_maps(model, tensor(xn[i:i + 1], device=args.device), layer,
+            viz.feature_maps(shown, tensor(xn[i:i + 1], device=args.device), layer,
                              path=os.path.join(args.feature_maps, f"{i:03d}_{stem}_{layer}.png"))
     if args.json:
         print(json.dumps(rows))

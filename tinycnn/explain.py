@@ -54,6 +54,33 @@ def resize_bilinear(maps: np.ndarray, size) -> np.ndarray:
     return top * (1 - fy)[:, None] + bot * fy[:, None]
 
 
+def _ensemble_cam(model, images, layer, target, upsample, normalize):
+    """Mean of the members' raw CAMs at the same (member-relative) layer, for the ensemble's classes."""
+    import tinycnn
+
+    if target is None:
+        x = images if isinstance(images, tinycnn.Tensor) else tinycnn.tensor(np.asarray(images, dtype=np.float32))
+        was = model.training
+        model.eval()
+        try:
+            with tinycnn.no_grad():
+                target = model(x).numpy().argmax(axis=1)
+        finally:
+            model.train(was)
+    raw = [grad_cam(m, images, layer, target, upsample=False, normalize=False) for m in model.members]
+    cam = np.mean([c for c, _ in raw], axis=0).astype(np.float64)
+    return _finish(cam, images.shape[2:], upsample, normalize), raw[0][1]
+
+
+def _finish(cam, size, upsample, normalize):
+    if upsample:
+        cam = resize_bilinear(cam, size)
+    if normalize:
+        peak = cam.reshape(len(cam), -1).max(axis=1)
+        cam = cam / np.where(peak > 0, peak, 1.0)[:, None, None]
+    return cam.astype(np.float32)
+
+
 def grad_cam(model, images, layer=None, target=None, upsample: bool = True, normalize: bool = True):
     """Grad-CAM maps of `images` (N, C, H, W) for class `target` at conv layer `layer`.
 
@@ -62,8 +89,16 @@ def grad_cam(model, images, layer=None, target=None, upsample: bool = True, norm
     Returns (cams, targets): cams float32 (N, H, W) in [0, 1] with the defaults, or the raw (N, h, w)
     ReLU(sum_k alpha_k A_k) with upsample=False, normalize=False; targets int64 (N,).
     The model is put in eval mode for the pass and restored afterwards; parameter grads are left untouched.
+
+    For a `tinycnn.models.Ensemble` and a layer named inside a member ("features.16", or None for the
+    members' default), the map is the mean of the members' raw maps, each for the ensemble's class:
+    CAM = (1/K) sum_k ReLU(sum_j alpha_kj A_kj). Naming "members.<k>.<layer>" instead gives the map of
+    member k's layer for the ensemble's output (score = log of the averaged probability of the class).
     """
     import tinycnn
+
+    if hasattr(model, "members") and (layer is None or (isinstance(layer, str) and not layer.startswith("members."))):
+        return _ensemble_cam(model, images, layer, target, upsample, normalize)
 
     mod = _resolve_layer(model, layer)
     x = images if isinstance(images, tinycnn.Tensor) else tinycnn.tensor(np.asarray(images, dtype=np.float32))
@@ -113,12 +148,7 @@ def grad_cam(model, images, layer=None, target=None, upsample: bool = True, norm
             p.grad = g
     alpha = dA.mean(axis=(2, 3))                              # (N, K)
     cam = np.maximum(np.einsum("nk,nkhw->nhw", alpha, A), 0)  # (N, h, w)
-    if upsample:
-        cam = resize_bilinear(cam, x.shape[2:])
-    if normalize:
-        peak = cam.reshape(len(cam), -1).max(axis=1)
-        cam = cam / np.where(peak > 0, peak, 1.0)[:, None, None]
-    return cam.astype(np.float32), t
+    return _finish(cam, x.shape[2:], upsample, normalize), t
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:

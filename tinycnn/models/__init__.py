@@ -6,17 +6,21 @@
 | `vgg`       | small VGG-style net with batch norm, GAP, dropout (default model) | ~139k                       |
 | `resnet18`  | ResNet-18, MedMNIST 28x28 form (3x3 stem, no max pool)            | ~11.2M                      |
 
+`get_model(name, ..., ensemble=K)` with K > 1 builds an `Ensemble` of K independently initialised
+copies (averaged softmax; state_dict names ``members.<k>.<name>``).
+
 Each model class names its classifier layer in ``head`` (replaced by transfer learning when the number
 of classes changes) and its default Grad-CAM layer in ``cam_layer``.
 """
 from __future__ import annotations
 
+from .ensemble import Ensemble, member_seed
 from .resnet import BasicBlock, ResNet18
 from .simplecnn import SimpleCNN
 from .vgg import SmallVGG
 
 __all__ = ["MODELS", "get_model", "list_models", "SimpleCNN", "SmallVGG", "ResNet18", "BasicBlock",
-           "get_submodule", "replace_submodule"]
+           "Ensemble", "member_seed", "get_submodule", "replace_submodule"]
 
 MODELS = {
     "simplecnn": SimpleCNN,
@@ -40,14 +44,18 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def get_model(name: str, in_channels: int = 1, num_classes: int = 2, **kwargs):
-    """Build model `name` for `in_channels`-channel images and `num_classes` classes."""
+def get_model(name: str, in_channels: int = 1, num_classes: int = 2, ensemble: int = 1, **kwargs):
+    """Build model `name` for `in_channels`-channel images and `num_classes` classes; with `ensemble` = K > 1,
+    an `Ensemble` of K copies, initialised one after the other from the global seed."""
     key = canonical_name(name)
-    for arg, val in (("in_channels", in_channels), ("num_classes", num_classes)):
+    for arg, val in (("in_channels", in_channels), ("num_classes", num_classes), ("ensemble", ensemble)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{arg} must be a positive int, got {val!r}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (binary tasks use 2 softmax outputs), got {num_classes}")
+    if ensemble > 1:
+        return Ensemble([MODELS[key](in_channels=in_channels, num_classes=num_classes, **kwargs)
+                         for _ in range(ensemble)])
     return MODELS[key](in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 

@@ -5,11 +5,12 @@ A model checkpoint (`best.safetensors`, `last.safetensors`) is a safetensors fil
 model's ``state_dict`` (PyTorch names) and whose header metadata holds one JSON string under the key
 ``"tinycnn"``::
 
-    {"format": 1, "model": "vgg", "in_channels": 1, "num_classes": 2, "image_size": 28,
+    {"format": 1, "model": "vgg", "ensemble": 3, "in_channels": 1, "num_classes": 2, "image_size": 28,
      "mean": [...], "std": [...], "class_names": [...], "task": "binary-class", "dataset": ..., "epoch": 7,
      "val_auc": 0.99, "version": "0.1.0"}
 
-so `evaluate --checkpoint` and `predict` rebuild the architecture and the input normalisation from the
+(``"ensemble": K`` > 1: the file holds a `tinycnn.models.Ensemble` of K members, keys
+``members.<k>.<name>``; absent or 1: a single model), so `evaluate --checkpoint` and `predict` rebuild the architecture and the input normalisation from the
 file alone. The training state (`last.state.safetensors`) holds the model (``model.<name>``) and the
 optimizer's arrays (``optim.<param index>.<name>``) with everything else (optimizer hyper-parameters,
 scheduler state, RNG states, epoch, history, early-stopping counters) as JSON in the metadata, so one
@@ -105,9 +106,8 @@ def build_model(path, device: str = "cpu"):
     from ..models import get_model
 
     state, meta = load_checkpoint(path)
-    if meta.get("kind") == "ensemble":
-        raise CheckpointError(f"{path} is an ensemble member list; load it with tinycnn.training.load_any")
-    model = get_model(meta["model"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]))
+    model = get_model(meta["model"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
+                      ensemble=int(meta.get("ensemble", 1)))
     try:
         model.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as exc:

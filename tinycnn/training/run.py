@@ -39,7 +39,7 @@ TRAIN_DEFAULTS = {
     "optimizer": None, "weight_decay": None, "momentum": None, "scheduler": None, "warmup_epochs": None,
     "loss": None, "focal_gamma": None, "label_smoothing": None, "class_weights": None, "augment": None,
     "patience": None, "device": "cpu", "seed": 0, "out": None, "init_from": None, "freeze": None,
-    "subset": None, "image_size": 28, "eval_batch_size": 256, "time_budget": None,
+    "subset": None, "image_size": 28, "eval_batch_size": 256, "time_budget": None, "ensemble": None,
 }
 
 
@@ -150,37 +150,54 @@ def _class_weights(s, ds):
     raise ValueError(f"class_weights must be 'balanced' or 'none', got {s['class_weights']!r}")
 
 
+def _member_state(state: dict, meta: dict, k: int) -> dict:
+    """The weights for member k taken from a checkpoint: a single model's, or member k mod K of an ensemble's."""
+    n = int(meta.get("ensemble", 1))
+    if n <= 1:
+        return state
+    prefix = f"members.{k % n}."
+    return {key[len(prefix):]: v for key, v in state.items() if key.startswith(prefix)}
+
+
 def _transfer(model, s, log):
-    """Load `init_from` weights into `model` (a new head when the class count differs); freeze prefixes."""
+    """Load `init_from` weights into `model` (a new head when the class count differs); freeze prefixes.
+
+    For an ensemble, every member gets the pretrained weights (member k those of the checkpoint's member
+    k mod K when the checkpoint is an ensemble too), and prefixes name layers inside a member ("features")."""
+    members = list(model.members) if hasattr(model, "members") else [model]
     frozen_bn = []
     if s.get("init_from"):
         state, meta = load_checkpoint(s["init_from"])
-        own = model.state_dict()
         if meta.get("in_channels") != s["in_channels"]:
             raise ValueError(f"--init-from {s['init_from']} was trained on {meta.get('in_channels')}-channel images, "
                              f"this dataset has {s['in_channels']}")
         if meta.get("model") != s["model"]:
             raise ValueError(f"--init-from {s['init_from']} holds model {meta.get('model')!r}, not --model {s['model']!r}")
-        keep = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+        for k, member in enumerate(members):
+            own = member.state_dict()
+            src = _member_state(state, meta, k)
+            keep = {key: v for key, v in src.items() if key in own and tuple(own[key].shape) == tuple(v.shape)}
+            member.load_state_dict({**own, **keep})
         skipped = sorted(set(own) - set(keep))
-        model.load_state_dict({**own, **keep})
         log(f"initialised from {s['init_from']}: {len(keep)} tensors loaded"
+            + (f" into each of {len(members)} members" if len(members) > 1 else "")
             + (f", new (random) {', '.join(skipped)}" if skipped else ""))
     if s.get("freeze"):
         prefixes = [p.strip() for p in str(s["freeze"]).split(",") if p.strip()]
-        names = [n for n, _ in model.named_parameters()]
+        names = [n for n, _ in members[0].named_parameters()]
         for p in prefixes:
             if not any(n == p or n.startswith(p + ".") or n.startswith(p) for n in names):
                 raise ValueError(f"--freeze prefix {p!r} matches no parameter; parameter names start with: "
                                  f"{', '.join(sorted({n.split('.')[0] for n in names}))}")
         n_frozen = 0
-        for n, prm in model.named_parameters():
-            if any(n.startswith(p) for p in prefixes):
-                prm.requires_grad = False
-                n_frozen += 1
-        for n, m in model.named_modules():
-            if n and any(n.startswith(p) for p in prefixes) and type(m).__name__.startswith("BatchNorm"):
-                frozen_bn.append(m)  # frozen layers keep their running statistics too
+        for member in members:
+            for n, prm in member.named_parameters():
+                if any(n.startswith(p) for p in prefixes):
+                    prm.requires_grad = False
+                    n_frozen += 1
+            for n, m in member.named_modules():
+                if n and any(n.startswith(p) for p in prefixes) and type(m).__name__.startswith("BatchNorm"):
+                    frozen_bn.append(m)  # frozen layers keep their running statistics too
         log(f"froze {n_frozen} parameter tensors ({', '.join(prefixes)})")
     return frozen_bn
 
@@ -236,7 +253,8 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
 
     mean = ds.train.images.mean(axis=(0, 2, 3)).astype(np.float64).tolist()
     std = np.maximum(ds.train.images.std(axis=(0, 2, 3)), 1e-6).astype(np.float64).tolist()
-    model = get_model(s["model"], in_channels=s["in_channels"], num_classes=s["num_classes"])
+    model = get_model(s["model"], in_channels=s["in_channels"], num_classes=s["num_classes"],
+                      ensemble=int(s.get("ensemble") or 1))
     frozen_bn = _transfer(model, s, log)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -251,7 +269,8 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
                       label_smoothing=s["label_smoothing"], focal_gamma=s["focal_gamma"], mean=mean, std=std,
                       augment=augment, batch_size=s["batch_size"], seed=s["seed"], device=device, quiet=quiet,
                       frozen_bn=frozen_bn, eval_batch_size=s["eval_batch_size"])
-    meta = {"model": s["model"], "in_channels": s["in_channels"], "num_classes": s["num_classes"],
+    meta = {"model": s["model"], "ensemble": int(s.get("ensemble") or 1),
+            "in_channels": s["in_channels"], "num_classes": s["num_classes"],
             "image_size": int(ds.info.image_size), "mean": mean, "std": std,
             "class_names": list(ds.info.class_names), "task": ds.info.task, "dataset": ds.info.name,
             "seed": s["seed"],

@@ -9,6 +9,10 @@ Resume contract: the epoch order and augmentation come from `DataLoader(seed)` a
 (seed, epoch, batch) only; dropout draws from `tinycnn.random`, whose state is saved with the optimizer
 and schedule after every epoch; so continuing from the state of epoch k gives bit-identical weights to
 an uninterrupted run (on the CPU).
+
+Ensembles (`tinycnn.models.Ensemble`): the members train side by side, each on its own DataLoader
+(seed `member_seed(seed, k)`), with the sum of their losses, so each member is updated from its own loss
+only, as in a separate run; validation, checkpoints and model selection use the averaged prediction.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import tinycnn
 from tinycnn import random as trandom
 from tinycnn.data import DataLoader
 from tinycnn.data import transforms as T
+from tinycnn.models.ensemble import member_seed
 from tinycnn.nn import functional as F
 
 from .checkpoint import load_train_state, save_checkpoint, save_train_state
@@ -107,22 +112,38 @@ class Trainer:
             return F.focal_loss(logits, yb, gamma=self.focal_gamma, alpha=self._w)
         return F.cross_entropy(logits, yb, weight=self._w, label_smoothing=self.label_smoothing)
 
-    def train_epoch(self, loader, epoch: int) -> float:
+    def _members(self):
+        """The independently trained models: an Ensemble's members, else the model itself."""
+        members = getattr(self.model, "members", None)
+        return list(members) if members is not None else [self.model]
+
+    def train_epoch(self, loaders, epoch: int) -> float:
+        """One epoch; `loaders` is a DataLoader, or one per ensemble member (each its own order and
+        augmentation). Each member's loss is computed on its own batch and the losses are summed, so each
+        member's gradient, and hence its (element-wise) optimizer update, is exactly that of a separate run."""
+        if not isinstance(loaders, (list, tuple)):
+            loaders = [loaders]
+        members = self._members()
+        if len(loaders) != len(members):
+            raise ValueError(f"train_epoch needs one loader per ensemble member: {len(members)} members, "
+                             f"{len(loaders)} loaders")
         self.model.train()
         for m in self.frozen_bn:
             m.eval()
         total, count = 0.0, 0
         per_step = hasattr(self.schedule, "apply")
-        batches = loader.iter_epoch(epoch)
-        bar = _progress(batches, len(loader), f"epoch {epoch + 1}", self.quiet)
-        for b, (xb, yb) in enumerate(bar):
+        batches = zip(*[ld.iter_epoch(epoch) for ld in loaders])
+        bar = _progress(batches, len(loaders[0]), f"epoch {epoch + 1}", self.quiet)
+        for b, group in enumerate(bar):
             if per_step:
                 self.schedule.apply()
-            x = tinycnn.tensor(xb, device=self.device)
-            y = tinycnn.tensor(np.asarray(yb, dtype=np.int64), device=self.device)
-            logits = self.model(x)
-            loss = self._loss(logits, y)
-            value = float(loss.item())
+            loss = None
+            for member, (xb, yb) in zip(members, group):
+                x = tinycnn.tensor(xb, device=self.device)
+                y = tinycnn.tensor(np.asarray(yb, dtype=np.int64), device=self.device)
+                term = self._loss(member(x), y)
+                loss = term if loss is None else loss + term
+            value = float(loss.item()) / len(members)
             if not math.isfinite(value):
                 lr = self.optimizer.param_groups[0]["lr"]
                 raise TrainingDiverged(f"training stopped: loss became {value} at epoch {epoch + 1}, batch {b + 1} "
@@ -132,8 +153,9 @@ class Trainer:
             self.optimizer.step()
             if per_step:
                 self.schedule.step()
-            total += value * len(xb)
-            count += len(xb)
+            n = len(group[0][0])
+            total += value * n
+            count += n
             if bar is not batches:
                 bar.set_postfix(loss=f"{total / count:.4f}")
         return total / max(count, 1)
@@ -189,9 +211,10 @@ class Trainer:
         time_budget: seconds of training allowed; fewer epochs are run when the first epochs show that
             `epochs` would not fit (None = no limit).
         """
-        loader = DataLoader(train, batch_size=self.batch_size, shuffle=True, seed=self.seed,
-                            transform=self.train_transform, drop_last=len(train) > self.batch_size)
-        self.steps_per_epoch = len(loader)
+        loaders = [DataLoader(train, batch_size=self.batch_size, shuffle=True, seed=member_seed(self.seed, k),
+                              transform=self.train_transform, drop_last=len(train) > self.batch_size)
+                   for k in range(len(self._members()))]
+        self.steps_per_epoch = len(loaders[0])
         self.requested_epochs = int(epochs)
         if self.target_epochs is None:
             self.target_epochs = int(epochs)
@@ -200,7 +223,7 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             e = self.epoch
-            train_loss = self.train_epoch(loader, e)
+            train_loss = self.train_epoch(loaders, e)
             val_loss, _, vm = self.evaluate(val, task)
             lr = self.optimizer.param_groups[0]["lr"]
             if not hasattr(self.schedule, "apply") and self.schedule is not None:
