@@ -1,30 +1,58 @@
 """Measure the default recipes: `tinycnn train --dataset NAME --seed S` for several seeds, as a table.
 
     python examples/accuracy.py [--datasets pneumoniamnist,breastmnist] [--seeds 0,1,2] [--out runs/accuracy]
-                                [--markdown results.md]
+                                [--markdown docs/results.md] [--conditions "what else ran on the machine"]
 
-Each run is a separate `tinycnn train` process with default settings (what a user gets), timed from
-start to end (training + test evaluation + plots). Prints test AUC / ACC mean +- std over the seeds,
-the MedMNIST v2 ResNet-18 (28) baselines beside them, and the wall time per run; with --markdown also
-writes the table to that file.
+Each run is a separate `tinycnn train` process with default settings (what a user gets), one after the
+other, timed from process start to end (data loading, training, test evaluation, plots); the time is
+stored as `wall.json` in the run directory. `--reuse` summarises runs already in --out (their
+metrics.json, history.csv, config.json and wall.json) instead of training again. Prints, and with
+--markdown writes, test AUC / ACC mean +- std over the seeds with the MedMNIST v2 baselines beside them,
+then one row per run (AUC, ACC, epochs trained, ensemble members, best epoch, wall time).
 """
 from __future__ import annotations
 
+import argparse
+import csv
 import json
 import os
 import subprocess
 import sys
 import time
 
-from _common import REPO, default_data_dir
-
-import argparse
-
 import numpy as np
+from _common import REPO, default_data_dir
 
 # MedMNIST v2 paper (Yang et al. 2023), ResNet-18 (28x28) test AUC / ACC, and Google AutoML Vision
 BASELINES = {"pneumoniamnist": {"resnet18_28": (0.944, 0.854), "automl": (0.991, 0.946)},
              "breastmnist": {"resnet18_28": (0.901, 0.863), "automl": (0.919, 0.861)}}
+LIMIT_S = 15 * 60
+
+
+def run_once(name, seed, out, data_dir, conditions):
+    """Train one run in a fresh process; returns its whole-process wall time (also saved as wall.json)."""
+    cmd = [sys.executable, "-m", "tinycnn", "train", "--dataset", name, "--seed", str(seed),
+           "--data-dir", data_dir, "--out", out, "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    with open(os.path.join(out, "wall.json"), "w") as f:
+        json.dump({"wall_seconds": wall, "command": " ".join(cmd[1:]), "conditions": conditions}, f)
+    return wall
+
+
+def read_run(out):
+    """What the table shows about one finished run directory."""
+    m = json.load(open(os.path.join(out, "metrics.json")))
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    with open(os.path.join(out, "history.csv")) as f:
+        epochs = sum(1 for _ in csv.DictReader(f))
+    wall_file = os.path.join(out, "wall.json")
+    timing = json.load(open(wall_file)) if os.path.exists(wall_file) else {}
+    return {"wall": timing.get("wall_seconds"), "conditions": timing.get("conditions", "not recorded"),
+            "auc": m["auc"], "acc": m["acc"], "best_epoch": m.get("best_epoch"), "epochs": epochs,
+            "requested": cfg["settings"].get("epochs"), "ensemble": cfg["settings"].get("ensemble") or 1,
+            "train_seconds": m.get("train_seconds")}
 
 
 def main():
@@ -32,43 +60,49 @@ def main():
     p.add_argument("--datasets", default="pneumoniamnist,breastmnist")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data-dir", default=default_data_dir())
-    p.add_argument("--out", default="runs/accuracy")
-    p.add_argument("--markdown", default=None)
-    p.add_argument("--reuse", action="store_true",
-                   help="summarise runs already in --out (their metrics.json) instead of training again; "
-                        "the time shown is then the run's own train_seconds (training + test evaluation)")
+    p.add_argument("--out", default="runs/accuracy", help="runs go to OUT/<dataset>-seed<S>")
+    p.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
+    p.add_argument("--reuse", action="store_true", help="summarise finished runs in --out instead of training")
+    p.add_argument("--conditions", default="nothing else (one run at a time)",
+                   help="what else ran on the machine during new runs (stored in wall.json, shown per run)")
     args = p.parse_args()
-    lines = ["| dataset | test AUC (mean +- std) | test ACC (mean +- std) | seeds | wall s / run (max) | "
-             "ResNet-18 (28) AUC / ACC | AutoML Vision AUC / ACC |", "|---|---|---|---|---|---|---|"]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    summary = ["| dataset | test AUC (mean +- std) | test ACC (mean +- std) | seeds | wall s / run (max) | "
+               "ResNet-18 (28) AUC / ACC | AutoML Vision AUC / ACC |", "|---|---|---|---|---|---|---|"]
+    per_run = ["| dataset | seed | test AUC | test ACC | ensemble members | epochs trained (recipe) | best epoch | "
+               "wall s | machine shared with |", "|---|---|---|---|---|---|---|---|---|"]
     for name in args.datasets.split(","):
-        aucs, accs, secs = [], [], []
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            out = os.path.join(args.out, f"{name}-seed{seed}")
-            cmd = [sys.executable, "-m", "tinycnn", "train", "--dataset", name, "--seed", str(seed),
-                   "--data-dir", args.data_dir, "--out", out, "--quiet"]
-            metrics_file = os.path.join(REPO, out, "metrics.json")
-            if args.reuse and os.path.exists(metrics_file):
-                m = json.load(open(metrics_file))
-                secs.append(m["train_seconds"])
-            else:
-                t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, cwd=REPO)
-                secs.append(time.perf_counter() - t0)
-                m = json.load(open(metrics_file))
-            aucs.append(m["auc"])
-            accs.append(m["acc"])
-            print(f"{name} seed {seed}: AUC {m['auc']:.4f}  ACC {m['acc']:.4f}  {secs[-1]:.0f}s", flush=True)
+        rows = []
+        for seed in seeds:
+            out = os.path.join(REPO, args.out, f"{name}-seed{seed}")
+            if not (args.reuse and os.path.exists(os.path.join(out, "metrics.json"))):
+                run_once(name, seed, out, args.data_dir, args.conditions)
+            r = read_run(out)
+            rows.append(r)
+            wall = "n/a" if r["wall"] is None else f"{r['wall']:.0f}"
+            print(f"{name} seed {seed}: AUC {r['auc']:.4f}  ACC {r['acc']:.4f}  {wall}s", flush=True)
+            per_run.append(f"| {name} | {seed} | {r['auc']:.4f} | {r['acc']:.4f} | {r['ensemble']} | "
+                           f"{r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | {r['conditions']} |")
+        aucs, accs = [r["auc"] for r in rows], [r["acc"] for r in rows]
+        walls = [r["wall"] if r["wall"] is not None else r["train_seconds"] for r in rows]
         b = BASELINES.get(name, {})
         fmt = lambda v: f"{v[0]:.3f} / {v[1]:.3f}" if v else "-"  # noqa: E731
-        lines.append(f"| {name} | {np.mean(aucs):.4f} +- {np.std(aucs):.4f} | {np.mean(accs):.4f} +- "
-                     f"{np.std(accs):.4f} | {args.seeds} | {np.mean(secs):.0f} ({np.max(secs):.0f}) | "
-                     f"{fmt(b.get('resnet18_28'))} | {fmt(b.get('automl'))} |")
-    table = "\n".join(lines)
-    print(table)
+        summary.append(f"| {name} | {np.mean(aucs):.4f} +- {np.std(aucs):.4f} | {np.mean(accs):.4f} +- "
+                       f"{np.std(accs):.4f} | {args.seeds} | {np.mean(walls):.0f} ({np.max(walls):.0f}) | "
+                       f"{fmt(b.get('resnet18_28'))} | {fmt(b.get('automl'))} |")
+    text = "\n".join(summary) + "\n\nPer run:\n\n" + "\n".join(per_run)
+    print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("Test metrics of `tinycnn train --dataset NAME --seed S` (default settings), "
-                    "generated by examples/accuracy.py.\n\n" + table + "\n")
+            f.write(
+                "# Accuracy of the default recipes\n\n"
+                "Generated by `examples/accuracy.py`; do not edit by hand.\n\n"
+                "Each run is `tinycnn train --dataset NAME --seed S --data-dir ../shared/data` with default "
+                "settings: test split, official MedMNIST evaluator, the checkpoint chosen by validation AUC "
+                "only. Machine: this project's 2-core CPU (see the last column for what else ran). \"wall s\" is the whole "
+                "`tinycnn train` process (data loading, training, test evaluation, plots); the limit is "
+                f"{LIMIT_S} s. The recipe fits its epochs to a 13-minute training budget, so a slower machine "
+                "trains fewer epochs (\"epochs trained (recipe)\").\n\n" + text + "\n")
 
 
 if __name__ == "__main__":
