@@ -11,8 +11,12 @@ machine hits all of them alike. Reported: median, spread (min..max and interquar
 tinycnn / torch ratios of the medians.
 
 Variants: a training step (forward, softmax cross-entropy, backward, Adam) for tinycnn, torch and torch
-with channels_last memory format; an inference step (forward under no_grad, eval mode) for the same three.
-Batch 128 of 1x28x28 float32 images.
+with channels_last memory format; an inference step (forward under no_grad, eval mode) for the same three;
+and the GEMM floor of each step: the very GEMMs tinycnn's step runs (recorded from one real step with
+`tinycnn.backends.cpu_numpy.record_gemms`: shapes, transposed operands, output buffers) replayed alone
+on preallocated operands. `tinycnn / gemm floor` <= 2 means at least half of the step is BLAS time.
+(The reference CNN's first convolution, C_in = 1, runs as direct Numba kernels, not as a GEMM, so
+its time counts as non-GEMM time.) Batch 128 of 1x28x28 float32 images.
 """
 from __future__ import annotations
 
@@ -43,6 +47,29 @@ def _set_threads(n: int) -> str:
         return "env vars"
     threadpool_limits(n)
     return "threadpoolctl"
+
+
+def gemm_replay(calls, seed=0):
+    """A zero-argument callable that runs the recorded GEMMs (`GemmCall`s) in order on operands of the
+    same shapes, dtypes and memory layouts (random values, allocated once), and their GFLOP total."""
+    import numpy as np
+
+    from tinycnn.backends.cpu_numpy import matmul
+
+    rng = np.random.default_rng(seed)
+    ops = []
+    for c in calls:
+        def operand(rows, cols, transposed):
+            a = rng.standard_normal((cols, rows) if transposed else (rows, cols)).astype(c.dtype)
+            return a.T if transposed else a
+        a, b = operand(c.m, c.k, c.a_t), operand(c.k, c.n, c.b_t)
+        out = np.empty((c.m, c.n), dtype=c.dtype) if c.has_out else None
+        ops.append((a, b, out))
+
+    def run():
+        for a, b, out in ops:
+            matmul(a, b, out=out)
+    return run, sum(c.flops for c in calls) / 1e9
 
 
 def _variants(batch: int):
@@ -92,6 +119,16 @@ def _variants(batch: int):
         theirs.train(flag)
         theirs_cl.train(flag)
 
+    from tinycnn.backends.cpu_numpy import record_gemms
+
+    train_mode(True)
+    with record_gemms() as train_calls:
+        tinycnn_train()
+    train_mode(False)
+    with record_gemms() as infer_calls:
+        tinycnn_infer()
+    gemm_train, gemm_train_gflop = gemm_replay(train_calls)
+    gemm_infer, gemm_infer_gflop = gemm_replay(infer_calls)
     _ = np  # NumPy is loaded (under the thread limits) before any timing
     return {
         "train/tinycnn": (tinycnn_train, True),
@@ -100,12 +137,20 @@ def _variants(batch: int):
         "infer/tinycnn": (tinycnn_infer, False),
         "infer/torch": (torch_infer, False),
         "infer/torch_channels_last": (lambda: torch_infer(theirs_cl, px_cl), False),
-    }, train_mode
+        "train/gemm_floor": (gemm_train, True),
+        "infer/gemm_floor": (gemm_infer, False),
+    }, train_mode, {"train": [c._asdict() for c in train_calls], "infer": [c._asdict() for c in infer_calls],
+                    "train_gflop": gemm_train_gflop, "infer_gflop": gemm_infer_gflop}
 
 
 def _child(threads: int, reps: int, warmup: int, batch: int) -> dict:
+    # tinycnn first, as in a user's script or `tinycnn train`: it sets how NumPy's OpenBLAS threads
+    # wait before NumPy loads (tinycnn/_threads.py); PyTorch keeps its own defaults either way
+    sys.path.insert(0, str(ROOT))
+    import tinycnn  # noqa: F401, PLC0415
+
     limiter = _set_threads(threads)
-    variants, train_mode = _variants(batch)
+    variants, train_mode, gemms = _variants(batch)
     times = {name: [] for name in variants}
     for rep in range(warmup + reps):
         for name, (fn, training) in variants.items():
@@ -115,7 +160,8 @@ def _child(threads: int, reps: int, warmup: int, batch: int) -> dict:
             dt = time.perf_counter() - t0
             if rep >= warmup:
                 times[name].append(dt)
-    return {"threads": threads, "limiter": limiter, "batch": batch, "reps": reps, "times": times}
+    return {"threads": threads, "limiter": limiter, "batch": batch, "reps": reps, "times": times,
+            "gemms": gemms}
 
 
 def _summary(ts):
@@ -134,12 +180,18 @@ def _report(result: dict) -> dict:
     ratios = {}
     for kind in ("train", "infer"):
         ours = rows[f"{kind}/tinycnn"]["median"]
-        for ref in ("torch", "torch_channels_last"):
-            ratios[f"{kind}: tinycnn / {ref}"] = ours / rows[f"{kind}/{ref}"]["median"]
+        for ref in ("torch", "torch_channels_last", "gemm_floor"):
+            ratios[f"{kind}: tinycnn / {ref.replace('_', ' ')}"] = ours / rows[f"{kind}/{ref}"]["median"]
     for k, v in ratios.items():
         print(f"ratio {k:38s} {v:6.2f}x")
+    gemms = result["gemms"]
+    for kind in ("train", "infer"):
+        gflop = gemms[f"{kind}_gflop"]
+        print(f"gemm floor {kind}: {len(gemms[kind])} GEMMs, {gflop:.3f} GFLOP, "
+              f"{gflop / rows[f'{kind}/gemm_floor']['median']:.0f} GFLOP/s")
     return {"threads": result["threads"], "limiter": result["limiter"], "batch": result["batch"],
-            "reps": result["reps"], "summary": rows, "ratios": ratios, "times": result["times"]}
+            "reps": result["reps"], "summary": rows, "ratios": ratios, "times": result["times"],
+            "gemms": gemms}
 
 
 def main(argv=None) -> int:

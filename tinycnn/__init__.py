@@ -1,6 +1,10 @@
 """tinycnn: a from-scratch convolutional neural network engine (NumPy / Numba / CuPy)."""
 __version__ = "0.1.0"
 
+from . import _threads
+
+_threads.before_numpy()  # first: OpenBLAS reads its settings when NumPy loads
+
 from . import backends, cuda  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401

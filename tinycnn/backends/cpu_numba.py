@@ -26,8 +26,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from . import register
-from .cpu_numpy import batch_chunks, conv_out_size
+from .. import _threads
+from . import cpu_buffers, register
+from .cpu_numpy import batch_chunks, conv_out_size, matmul
+
+_threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
            "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
@@ -424,7 +427,7 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w.shape, stride, padding, dilation)
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
-    y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
     if cg == 1 and stride == (1, 1):
         xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
         _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
@@ -443,7 +446,7 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
         cols = _im2col_chunk(x[sl], kh, kw, stride, padding, dilation, oh, ow, out=out)
         ycm = _workspace.get("cm", (o, m * oh * ow), x.dtype)
         for g in range(groups):
-            np.matmul(w2[g * og:(g + 1) * og], cols[g * ck:(g + 1) * ck], out=ycm[g * og:(g + 1) * og])
+            matmul(w2[g * og:(g + 1) * og], cols[g * ck:(g + 1) * ck], out=ycm[g * og:(g + 1) * og])
         _launch(_cm_to_nchw, ycm.size, ycm, b, has_bias, y[sl].reshape(m, o, oh * ow))
     return y
 
@@ -459,7 +462,7 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
     gy = np.ascontiguousarray(gy)
     w = np.ascontiguousarray(w)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
-    dx = np.empty(x_shape, dtype=gy.dtype)
+    dx = cpu_buffers.empty(x_shape, gy.dtype)
     if cg == 1 and stride == (1, 1):
         _launch(_direct_bwd_data_s1, gy.size * kh * kw, gy, w, *padding, *dilation, dx)
         return dx
@@ -471,7 +474,7 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
         _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
         dcols = _workspace.get("cols", (c * kh * kw, m * oh * ow), gy.dtype)
         for g in range(groups):
-            np.matmul(w2[g * og:(g + 1) * og].T, gcm[g * og:(g + 1) * og], out=dcols[g * ck:(g + 1) * ck])
+            matmul(w2[g * og:(g + 1) * og].T, gcm[g * og:(g + 1) * og], out=dcols[g * ck:(g + 1) * ck])
         _launch(_col2im_cm, dcols.size, dcols, kh, kw, *stride, *padding, *dilation, oh, ow, dx[sl])
     return dx
 
@@ -509,9 +512,9 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
         _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
         for g in range(groups):
             if first:
-                np.matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=dwt[g])
+                matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=dwt[g])
             else:
-                np.matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=part)
+                matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=part)
                 dwt[g] += part
         first = False
     if saved is not None:
@@ -660,8 +663,8 @@ def max_pool2d_forward(x, kernel, stride, padding):
     n, c, h, w = x.shape
     oh = conv_out_size(h, kernel[0], stride[0], padding[0], 1)
     ow = conv_out_size(w, kernel[1], stride[1], padding[1], 1)
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
-    idx = np.empty((n, c, oh, ow), dtype=np.int32)
+    y = cpu_buffers.empty((n, c, oh, ow), x.dtype)
+    idx = cpu_buffers.empty((n, c, oh, ow), np.int32)
     if kernel == (2, 2) and stride == (2, 2) and padding == (0, 0):
         _launch(_max_pool_2x2_fwd, x.size, x, y, idx)
     else:
@@ -671,7 +674,7 @@ def max_pool2d_forward(x, kernel, stride, padding):
 
 @register("max_pool2d_backward", "numba")
 def max_pool2d_backward(gy, idx, x_shape):
-    dx = np.empty(x_shape, dtype=gy.dtype)
+    dx = cpu_buffers.empty(x_shape, gy.dtype)
     _launch(_max_pool_bwd, dx.size, np.ascontiguousarray(gy), np.ascontiguousarray(idx), dx)
     return dx
 
@@ -682,14 +685,14 @@ def avg_pool2d_forward(x, kernel, stride, padding):
     n, c, h, w = x.shape
     oh = conv_out_size(h, kernel[0], stride[0], padding[0], 1)
     ow = conv_out_size(w, kernel[1], stride[1], padding[1], 1)
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    y = cpu_buffers.empty((n, c, oh, ow), x.dtype)
     _launch(_avg_pool_fwd, x.size, x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y)
     return y
 
 
 @register("avg_pool2d_backward", "numba")
 def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
-    dx = np.empty(x_shape, dtype=gy.dtype)
+    dx = cpu_buffers.empty(x_shape, gy.dtype)
     _launch(_avg_pool_bwd, dx.size, np.ascontiguousarray(gy), kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], dx)
     return dx
 

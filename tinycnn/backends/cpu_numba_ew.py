@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import register
+from . import cpu_buffers, register
 from .cpu_numba import _launch
 
 __all__ = ["relu_forward", "relu_backward"]
@@ -47,7 +47,7 @@ def _fast(*arrays):
 def relu_forward(x):
     if not _fast(x):
         return np.maximum(x, 0)
-    y = np.empty_like(x)
+    y = cpu_buffers.empty(x.shape, x.dtype)
     _launch(_relu_fwd, x.size, x.reshape(-1), y.reshape(-1))
     return y
 
@@ -56,6 +56,6 @@ def relu_forward(x):
 def relu_backward(gy, y, out=None):
     if gy.shape != y.shape or not _fast(gy, y) or (out is not None and not _fast(gy, out)):
         return np.where(y <= 0, gy.dtype.type(0), gy, **({} if out is None else {"out": out}))
-    dx = np.empty_like(gy) if out is None else out
+    dx = cpu_buffers.empty(gy.shape, gy.dtype) if out is None else out
     _launch(_relu_bwd, gy.size, gy.reshape(-1), y.reshape(-1), dx.reshape(-1))
     return dx

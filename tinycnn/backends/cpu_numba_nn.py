@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import register
+from . import cpu_buffers, register
 from . import cpu_numpy_nn as _ref
 
 # reassociation lets LLVM vectorise the per-channel sums (fixed order for a given build, so still
@@ -90,7 +90,7 @@ def batch_norm_forward_train(x, gamma, beta, eps):
     c = x3.shape[1]
     g = np.ones(c, x.dtype) if gamma is None else np.ascontiguousarray(gamma)
     b = np.zeros(c, x.dtype) if beta is None else np.ascontiguousarray(beta)
-    y = np.empty_like(x3)
+    y = cpu_buffers.empty(x3.shape, x3.dtype)
     mean = np.empty(c, x.dtype)
     invstd = np.empty(c, x.dtype)
     _bn_forward(x3, g, b, float(eps), y, mean, invstd)
@@ -105,7 +105,7 @@ def batch_norm_backward(gy, x, gamma, mean, invstd):
     x3, g3 = _ncl(x), _ncl(gy)
     c = x3.shape[1]
     gam = np.ones(c, x.dtype) if gamma is None else np.ascontiguousarray(gamma)
-    dx = np.empty_like(x3)
+    dx = cpu_buffers.empty(x3.shape, x3.dtype)
     dgamma = np.empty(c, x.dtype)
     dbeta = np.empty(c, x.dtype)
     _bn_backward(g3, x3, gam, np.ascontiguousarray(mean), np.ascontiguousarray(invstd), dx, dgamma, dbeta)

@@ -14,16 +14,20 @@ that one sample is always processed even when it alone is larger.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from typing import NamedTuple
 
 import numpy as np
 
-from . import register
+from . import cpu_buffers, register
 
 __all__ = [
     "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "matmul", "GemmCall", "record_gemms",
 ]
 
 
@@ -58,6 +62,61 @@ def set_im2col_cap_bytes(n: int) -> int:
     prev = _im2col_cap_bytes
     _im2col_cap_bytes = int(n)
     return prev
+
+
+# --------------------------------------------------------------------------- matrix product
+class GemmCall(NamedTuple):
+    """One GEMM c (m, n) = a (m, k) @ b (k, n); a_t / b_t: the operand was a transposed (Fortran-order)
+    view, which BLAS reads without a copy; has_out: the result went into a given buffer."""
+    m: int
+    k: int
+    n: int
+    a_t: bool
+    b_t: bool
+    dtype: str
+    has_out: bool
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.k * self.n
+
+
+class _GemmLog(threading.local):
+    calls = None
+
+
+_gemm_log = _GemmLog()
+
+
+def _transposed(a) -> bool:
+    return a.flags.f_contiguous and not a.flags.c_contiguous
+
+
+@register("matmul", "numpy")
+def matmul(a, b, out=None):
+    """c (M, N) = a (M, K) @ b (K, N) through NumPy's BLAS (sgemm/dgemm); transposed views are read in place.
+
+    Every GEMM of the CPU convolution and linear layers goes through here, so `record_gemms` lists
+    them (the GEMM floor of `benchmarks/train_step.py` times exactly those calls).
+    """
+    calls = _gemm_log.calls
+    if calls is not None:
+        calls.append(GemmCall(a.shape[0], a.shape[1], b.shape[1], _transposed(a), _transposed(b),
+                              a.dtype.str, out is not None))
+    if out is None and a.ndim == 2 and b.ndim == 2:
+        out = cpu_buffers.empty((a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype))
+    return np.matmul(a, b, out=out)
+
+
+@contextlib.contextmanager
+def record_gemms():
+    """Within the block, append a `GemmCall` to the yielded list for every `matmul` this thread runs."""
+    prev = _gemm_log.calls
+    _gemm_log.calls = calls = []
+    try:
+        yield calls
+    finally:
+        _gemm_log.calls = prev
 
 
 def conv_out_size(size: int, k: int, s: int, p: int, d: int) -> int:

@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 from ..autograd import Function
-from ..backends import device_of, kernel
+from ..backends import kernel
 from . import nn_args
 
 
 def _mm(a, b):
-    # CPU: NumPy/BLAS reads transposed views without copying; GPU: the selected family's matmul primitive
-    if device_of(a) == "cpu":
-        return a @ b
+    # the device's matmul primitive (CPU: NumPy's BLAS, which reads transposed views without copying)
     return kernel("matmul", a)(a, b)
 
 

@@ -1,0 +1,96 @@
+"""The GEMM floor of benchmarks/train_step.py replays exactly the GEMMs that the CPU ops run."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tinycnn
+import tinycnn.nn.functional as F
+from tinycnn import backends
+from tinycnn.backends.cpu_numpy import GemmCall, matmul, record_gemms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.reference_cnn import random_batch, tinycnn_model  # noqa: E402
+from benchmarks.train_step import gemm_replay  # noqa: E402
+
+
+def _step(model, x, y, train):
+    if not train:
+        with tinycnn.no_grad():
+            model(tinycnn.tensor(x))
+        return
+    opt = tinycnn.optim.Adam(model.parameters(), lr=1e-3)
+    opt.zero_grad()
+    F.cross_entropy(model(tinycnn.tensor(x)), tinycnn.tensor(y)).backward()
+    opt.step()
+
+
+def _expected(n, dtype, train):
+    """The reference CNN's GEMMs, from the formulas in tinycnn/ops/conv.py, linear.py and cpu_numba.py.
+
+    conv1 (C_in = 1) runs as direct kernels; conv2 (32 -> 64, 3x3, 14x14): Y = W (64, 288) @ cols
+    (288, nP); dcols = W^T @ gY; dW^T = cols @ gY^T. linear: Y = X W^T; dX = G W; dW = G^T X.
+    """
+    p = n * 14 * 14
+
+    def g(m, k, nn, a_t=False, b_t=False, out=False):
+        return GemmCall(m, k, nn, a_t, b_t, np.dtype(dtype).str, out)
+    fwd = [g(64, 288, p, out=True), g(n, 3136, 128, b_t=True), g(n, 128, 2, b_t=True)]
+    if not train:
+        return fwd
+    # backward runs in reverse order: linear2, linear1 (dX, dW each), then conv2 (dX, dW)
+    bwd = [g(n, 2, 128), g(2, n, 128, a_t=True), g(n, 128, 3136), g(128, n, 3136, a_t=True),
+           g(288, 64, p, a_t=True, out=True), g(288, p, 64, b_t=True, out=True)]
+    return fwd + bwd
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "infer"])
+def test_recorded_gemms_are_the_reference_cnn_formulas(dtype, train):
+    assert backends.get_cpu_kernels() == "numba"
+    model = tinycnn_model(dtype)
+    model.train(train)
+    x, y = random_batch(8, dtype=dtype)
+    with record_gemms() as calls:
+        _step(model, x, y, train)
+    assert calls == _expected(8, dtype, train)
+
+
+def test_every_numpy_matmul_of_a_step_is_recorded(monkeypatch):
+    """Nothing in the step bypasses the matmul primitive (which the floor would then miss)."""
+    seen = []
+    real = np.matmul
+
+    def counting(a, b, **kw):
+        seen.append((a.shape, b.shape))
+        return real(a, b, **kw)
+    monkeypatch.setattr(np, "matmul", counting)
+    x, y = random_batch(4)
+    with record_gemms() as calls:
+        _step(tinycnn_model(), x, y, True)
+    assert len(seen) == len(calls) == 9
+    assert [(c.m, c.k) for c in calls] == [a for a, _ in seen]
+
+
+def test_recording_is_off_outside_the_block_and_nests():
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    with record_gemms() as outer:
+        matmul(a, b)
+        with record_gemms() as inner:
+            matmul(a.T.copy().T, b)
+        matmul(a, b, out=np.empty((2, 4)))
+    matmul(a, b)
+    assert inner == [GemmCall(2, 3, 4, True, False, "<f8", False)]
+    assert [c.has_out for c in outer] == [False, True]
+
+
+def test_replay_runs_the_recorded_shapes_and_layouts():
+    x, y = random_batch(4)
+    with record_gemms() as calls:
+        _step(tinycnn_model(), x, y, True)
+    run, gflop = gemm_replay(calls)
+    assert gflop == pytest.approx(sum(c.flops for c in calls) / 1e9)
+    with record_gemms() as replayed:
+        run()
+    assert replayed == calls
