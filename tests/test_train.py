@@ -178,6 +178,26 @@ def test_time_budget_shortens_the_run(tmp_path):
     assert cfg["settings"]["epochs_given"] is False
 
 
+def test_time_budget_refit_recovers_from_slow_early_epochs():
+    """A busy machine during the first epochs must not shorten the whole run: later, faster epochs give
+    the epochs back (while the run is young), and the cosine schedule follows the new length."""
+    from tinycnn.training.trainer import BUDGET_FIT_EPOCHS
+    m = tinycnn.models.get_model("simplecnn")
+    opt = tinycnn.optim.AdamW(m.parameters(), lr=1e-3)
+    t = Trainer(m, opt, WarmupCosine(opt, 100 * 10, 10), quiet=True)
+    t.requested_epochs, t.target_epochs, t.steps_per_epoch = 100, 100, 10
+    for e, sec in enumerate([30.0, 20.0, 20.0, 20.0, 10.0], start=1):   # compile, busy, busy, busy, idle
+        t.epoch = e
+        t.history.append({"seconds": sec})
+        t._fit_budget(1000.0, log=None)
+    # after epoch 5: spent 100 s, 900 s left at 10 s/epoch -> 5 + 90 = 95 epochs
+    assert t.target_epochs == 95 and t.schedule.total == 95 * 10
+    t.epoch = BUDGET_FIT_EPOCHS + 1
+    t.history.append({"seconds": 1.0})
+    t._fit_budget(1000.0, log=None)
+    assert t.target_epochs == 95          # later epochs no longer change the length
+
+
 @pytest.mark.slow
 def test_resume_after_a_real_kill(quick_run, tmp_path):
     """A `tinycnn train` process SIGKILLed after epoch 1, then `--resume`d, ends with the uninterrupted weights."""

@@ -35,6 +35,10 @@ from .schedules import WarmupCosine
 __all__ = ["Trainer", "TrainingDiverged", "softmax_np", "predict_logits"]
 
 
+# the run's length may still be re-fitted to the time budget after each of this many first epochs
+BUDGET_FIT_EPOCHS = 8
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -181,11 +185,13 @@ class Trainer:
     def _fit_budget(self, time_budget, log):
         """Set the run's length (at most the requested epochs) so that training ends within `time_budget` s.
 
-        Checked after each of the first 3 epochs with the fastest epoch so far (the first one includes JIT
-        compilation); the cosine schedule is fitted to the new length, which early in the run changes
-        the learning rates very little. The new length is part of the saved state, so resuming repeats it.
+        Checked after each of the first `BUDGET_FIT_EPOCHS` epochs with the fastest epoch so far (the first
+        one includes JIT compilation; a busy moment of a shared machine slows a few more, and the fastest
+        one is what the machine can do); the cosine schedule is fitted to the new length, which early in
+        the run changes the learning rates very little. The new length is part of the saved state, so
+        resuming repeats it.
         """
-        if not time_budget or self.epoch > 3:
+        if not time_budget or self.epoch > BUDGET_FIT_EPOCHS:
             return
         spent = sum(h["seconds"] for h in self.history)
         per = min(h["seconds"] for h in self.history)
