@@ -456,9 +456,12 @@ conv2d_forward.keeps_cols = True
 register("conv2d_forward", "numba")(conv2d_forward)
 
 
-@register("conv2d_backward_data", "numba")
-def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
-    """dcols (CK, nP) = W^T @ gY (O, nP) per group, then col2im into each (sample, channel) plane."""
+def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups, shared=None):
+    """dcols (CK, nP) = W^T @ gY (O, nP) per group, then col2im into each (sample, channel) plane.
+
+    `shared` (a dict, `shares_gy`): when the batch is one chunk, the channel-major copy of gY is left
+    in shared["gcm"] for `conv2d_backward_weight(..., shared=shared)`, which then skips making it again.
+    """
     gy = np.ascontiguousarray(gy)
     w = np.ascontiguousarray(w)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
@@ -472,6 +475,8 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
         m = sl.stop - sl.start
         gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
         _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
+        if shared is not None and m == n:
+            shared["gcm"] = (gy, gcm)
         dcols = _workspace.get("cols", (c * kh * kw, m * oh * ow), gy.dtype)
         for g in range(groups):
             matmul(w2[g * og:(g + 1) * og].T, gcm[g * og:(g + 1) * og], out=dcols[g * ck:(g + 1) * ck])
@@ -479,11 +484,16 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
     return dx
 
 
-def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, kept=None):
+conv2d_backward_data.shares_gy = True
+register("conv2d_backward_data", "numba")(conv2d_backward_data)
+
+
+def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, kept=None, shared=None):
     """dW (O, CK) = sum over chunks of gY (O, nP) @ cols^T (nP, CK), per group.
 
     `kept`: the dict given to `conv2d_forward(..., keep=...)`; its columns are used (instead of
-    rebuilding them from x) and then returned to the pool.
+    rebuilding them from x) and then returned to the pool. `shared`: the dict given to
+    `conv2d_backward_data(..., shared=...)` for the same gY; its channel-major gY is reused.
     """
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)
@@ -508,8 +518,12 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
         else:
             cols = _im2col_chunk(x[sl], kh, kw, stride, padding, dilation, oh, ow,
                                  out=_workspace.get("cols", shape, x.dtype))
-        gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
-        _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
+        prev = shared.pop("gcm", None) if shared is not None else None
+        if prev is not None and prev[0] is gy and m == n and prev[1].shape == (o, m * oh * ow):
+            gcm = prev[1]
+        else:
+            gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
+            _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
         for g in range(groups):
             if first:
                 matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=dwt[g])
@@ -523,6 +537,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
 
 
 conv2d_backward_weight.uses_kept_cols = True
+conv2d_backward_weight.shares_gy = True
 register("conv2d_backward_weight", "numba")(conv2d_backward_weight)
 
 

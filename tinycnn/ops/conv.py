@@ -80,14 +80,18 @@ class Conv2d(Function):
         if not g.flags.c_contiguous:
             g = g.copy()
         dx = dw = db = None
+        bwd_x = kernel("conv2d_backward_data", g) if need_x else None
+        bwd_w = kernel("conv2d_backward_weight", g) if need_w else None
+        extra = {}
+        if getattr(bwd_x, "shares_gy", False) and getattr(bwd_w, "shares_gy", False):
+            # the two may share a re-laid-out copy of g (made by the first, reused by the second)
+            extra["shared"] = {}
         if need_x:
-            dx = kernel("conv2d_backward_data", g)(g, w, x.shape, stride, padding, dilation, groups)
+            dx = bwd_x(g, w, x.shape, stride, padding, dilation, groups, **extra)
         if need_w:
-            bwd_w = kernel("conv2d_backward_weight", g)
             if ctx.kept and getattr(bwd_w, "uses_kept_cols", False):
-                dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups, kept=ctx.kept)
-            else:
-                dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups)
+                extra["kept"] = ctx.kept
+            dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups, **extra)
         if need_b:
             # NumPy's pairwise SIMD sum is already memory-bound here
             db = g.sum(axis=(0, 2, 3))
