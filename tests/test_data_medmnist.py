@@ -199,9 +199,10 @@ def test_layout_error_on_md5_valid_file(monkeypatch, tmp_path, isolated):
 
 def test_dataset_table(data_dir, isolated):
     rows = {r["name"]: r for r in data.dataset_table(data_dir)}
-    assert set(rows) == {"synthetic", *EXPECTED_2D}
+    assert set(rows) == {"synthetic", "synthetic-multilabel", *EXPECTED_2D}
     assert rows["pneumoniamnist"]["verified"] is True and rows["pneumoniamnist"]["path"].endswith("pneumoniamnist.npz")
     assert rows["pathmnist"]["path"] is None and rows["synthetic"]["path"] == "generated"
+    assert rows["synthetic-multilabel"]["task"] == "multi-label, binary-class"
 
 
 def test_multilabel_and_rgb_files_load_in_the_right_shapes(monkeypatch, tmp_path, isolated):

@@ -82,12 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "from the dataset's properties (channels, classes, size, imbalance). Writes "
                                    "config.json, best/last checkpoints, history.csv, metrics.json and plots to --out.")
     p.add_argument("--dataset", default="synthetic",
-                   help="MedMNIST name (pneumoniamnist, breastmnist, ...), 'synthetic' (default, no download) "
-                        "or an image folder")
+                   help="MedMNIST name (pneumoniamnist, breastmnist, chestmnist, ...), 'synthetic' (default, no "
+                        "download), 'synthetic-multilabel' (4 labels, no download) or an image folder")
     _data_dir(p)
     p.add_argument("--model", default=None, help="simplecnn, vgg (default) or resnet18")
     p.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
-                   help="train K members side by side and average their softmax; one checkpoint holds all "
+                   help="train K members side by side and average their softmax (per-label sigmoid for "
+                        "multi-label data); one checkpoint holds all "
                         "(default: 3 for sets under 2000 training images, else 1)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
@@ -128,12 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--probs-out", metavar="FILE.npy", help="save (N, classes) probabilities in dataset order")
+    p.add_argument("--probs-out", metavar="FILE.npy", help="save (N, classes) probabilities in dataset order "
+                   "((N, labels) per-label sigmoid probabilities for a multi-label model)")
     _common(p)
 
     p = sub.add_parser("predict", help="classify image files (optionally with Grad-CAM overlays)",
                        description="Class and probabilities per image file (PNG/JPEG/...), resized to the "
-                                   "checkpoint's input size.")
+                                   "checkpoint's input size. A multi-label model prints every label's "
+                                   "probability and the labels at or above 0.5; Grad-CAM shows the most "
+                                   "probable label.")
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--gradcam", metavar="OUT.png", help="write image + Grad-CAM overlay pairs to this PNG")
@@ -188,7 +192,8 @@ def cmd_datasets(args):
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
-    head = f"{'name':<16} {'task':<26} {'classes':>7} {'ch':>3} {'train':>7} {'val':>6} {'test':>6}  file"
+    w = max([16] + [len(r["name"]) for r in rows])
+    head = f"{'name':<{w}} {'task':<26} {'classes':>7} {'ch':>3} {'train':>7} {'val':>6} {'test':>6}  file"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -198,7 +203,7 @@ def cmd_datasets(args):
             where = f"{where} (md5 ok)"
         elif r.get("verified") is False:
             where = f"{where} (BAD: {r.get('error') or 'md5 mismatch'})"
-        print(f"{r['name']:<16} {r['task']:<26} {r['n_classes']:>7} {r['n_channels']:>3} {n['train']:>7} "
+        print(f"{r['name']:<{w}} {r['task']:<26} {r['n_classes']:>7} {r['n_channels']:>3} {n['train']:>7} "
               f"{n['val']:>6} {n['test']:>6}  {where}")
     return 0
 
@@ -263,6 +268,8 @@ def load_images(paths, channels: int, size: int):
 
 
 def cmd_predict(args):
+    import numpy as np
+
     from .training.checkpoint import build_model
     from .training.run import predict_probs
 
@@ -270,12 +277,20 @@ def cmd_predict(args):
     x = load_images(args.images, int(meta["in_channels"]), int(meta.get("image_size", 28)))
     probs = predict_probs(model, meta, x, device=args.device)
     names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    multilabel = str(meta.get("task", "")).startswith("multi-label")
+    # "class"/"label": the most probable class (multi-label: the most probable label); multi-label rows add
+    # "labels", every label with probability >= 0.5 (the threshold of the metrics)
     rows = [{"image": p, "class": int(pr.argmax()), "label": names[int(pr.argmax())],
              "probabilities": {names[i]: float(v) for i, v in enumerate(pr)}} for p, pr in zip(args.images, probs)]
+    if multilabel:
+        for r, pr in zip(rows, probs):
+            r["labels"] = [names[i] for i in np.flatnonzero(pr >= 0.5)]
     if args.gradcam:
         from . import explain
         from .data import transforms as T
         xn = T.Normalize(meta["mean"], meta["std"])(x)
+        # target: each image's predicted class; for a multi-label model its most probable label (argmax of
+        # the logits, as sigmoid is monotone)
         cams, t = explain.grad_cam(model, xn, layer=args.layer)
         explain.save_overlays(x, cams, args.gradcam, titles=[f"{names[c]} {probs[i, c]:.2f}" for i, c in enumerate(t)])
     if args.feature_maps:
@@ -298,7 +313,11 @@ def cmd_predict(args):
     else:
         for r in rows:
             ps = "  ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
-            print(f"{r['image']}: {r['label']}  ({ps})")
+            if multilabel:
+                found = ", ".join(r["labels"]) if r["labels"] else "no label"
+                print(f"{r['image']}: {found} (p >= 0.5)  ({ps})")
+            else:
+                print(f"{r['image']}: {r['label']}  ({ps})")
         if args.gradcam:
             print(f"Grad-CAM overlays written to {args.gradcam}")
         if args.feature_maps:

@@ -18,6 +18,8 @@ Loading a dataset
     (a ValueError) with a one-line message the CLI can print as is.
   - "synthetic" -> `make_synthetic(...)`: discs vs irregular blobs, binary, no download
     (sizes 2000/400/400 at 28x28 unless `synthetic_sizes=(n_train, n_val, n_test)`; `seed` picks the images).
+  - "synthetic-multilabel" -> `make_synthetic_multilabel(...)`: 4 labels (disc, square, cross, ring
+    present), task "multi-label, binary-class" like ChestMNIST; same sizes and seeding as "synthetic".
   - a path to `<medmnist name>.npz` -> that file, MD5- and layout-checked.
   - an existing directory -> `load_image_folder(path, size=size, seed=seed)`: one sub-folder per class,
     train/val/test sub-folders used when present, else a seeded stratified 80/10/10 split.
@@ -53,14 +55,15 @@ from .folder import load_image_folder, stratified_split  # noqa: F401
 from .loader import DataLoader  # noqa: F401
 from .medmnist import cache_dir, find_file, load_medmnist, search_dirs, status  # noqa: F401
 from .registry import MEDMNIST, MedMNISTInfo, get_info, names  # noqa: F401
-from .synthetic import make_synthetic  # noqa: F401
+from .synthetic import MULTILABEL_NAME, make_synthetic, make_synthetic_multilabel  # noqa: F401
 
 SYNTHETIC = "synthetic"
+SYNTHETIC_MULTILABEL = MULTILABEL_NAME
 
 
 def known_datasets() -> list:
-    """Every dataset name `load_dataset` accepts besides folders: "synthetic" and the MedMNIST 2D names."""
-    return [SYNTHETIC] + names()
+    """Every dataset name `load_dataset` accepts besides folders: the synthetic sets and the MedMNIST 2D names."""
+    return [SYNTHETIC, SYNTHETIC_MULTILABEL] + names()
 
 
 def load_dataset(name, data_dir=None, download=True, size=28, seed=0, progress=None,
@@ -72,6 +75,9 @@ def load_dataset(name, data_dir=None, download=True, size=28, seed=0, progress=N
     if key.lower() == SYNTHETIC:
         sizes = synthetic_sizes or (2000, 400, 400)
         return make_synthetic(*sizes, size=size, seed=seed)
+    if key.lower() == SYNTHETIC_MULTILABEL:
+        sizes = synthetic_sizes or (2000, 400, 400)
+        return make_synthetic_multilabel(*sizes, size=size, seed=seed)
     if key.lower().removesuffix(".npz") in MEDMNIST:
         if size != 28:
             raise ValueError(f"size for MedMNIST datasets must be 28 (the 28x28 files), got {size}")
@@ -89,6 +95,9 @@ def dataset_table(data_dir=None, verify=True) -> list:
     """One row per known dataset (for `tinycnn datasets`): name, task, n_classes, n_channels, n_samples,
     path (where the file is found, None if nowhere, "generated" for synthetic), verified (True/False/None)."""
     rows = [{"name": SYNTHETIC, "task": "binary-class", "n_classes": 2, "n_channels": 1,
+             "n_samples": {"train": 2000, "val": 400, "test": 400}, "path": "generated", "verified": None,
+             "error": None},
+            {"name": SYNTHETIC_MULTILABEL, "task": "multi-label, binary-class", "n_classes": 4, "n_channels": 1,
              "n_samples": {"train": 2000, "val": 400, "test": 400}, "path": "generated", "verified": None,
              "error": None}]
     for n in names():

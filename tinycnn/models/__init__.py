@@ -7,7 +7,8 @@
 | `resnet18`  | ResNet-18, MedMNIST 28x28 form (3x3 stem, no max pool)            | ~11.2M                      |
 
 `get_model(name, ..., ensemble=K)` with K > 1 builds an `Ensemble` of K independently initialised
-copies (averaged softmax; state_dict names ``members.<k>.<name>``).
+copies (averaged softmax, or averaged per-label sigmoid with `multilabel=True`; state_dict names
+``members.<k>.<name>``).
 
 Each model class names its classifier layer in ``head`` (replaced by transfer learning when the number
 of classes changes) and its default Grad-CAM layer in ``cam_layer``.
@@ -44,9 +45,12 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def get_model(name: str, in_channels: int = 1, num_classes: int = 2, ensemble: int = 1, **kwargs):
-    """Build model `name` for `in_channels`-channel images and `num_classes` classes; with `ensemble` = K > 1,
-    an `Ensemble` of K copies, initialised one after the other from the global seed."""
+def get_model(name: str, in_channels: int = 1, num_classes: int = 2, ensemble: int = 1, multilabel: bool = False,
+              **kwargs):
+    """Build model `name` for `in_channels`-channel images and `num_classes` classes (labels); with
+    `ensemble` = K > 1, an `Ensemble` of K copies, initialised one after the other from the global seed,
+    averaging softmax, or per-label sigmoid with `multilabel=True` (a single model ignores `multilabel`:
+    its outputs are logits either way)."""
     key = canonical_name(name)
     for arg, val in (("in_channels", in_channels), ("num_classes", num_classes), ("ensemble", ensemble)):
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
@@ -55,7 +59,7 @@ def get_model(name: str, in_channels: int = 1, num_classes: int = 2, ensemble: i
         raise ValueError(f"num_classes must be >= 2 (binary tasks use 2 softmax outputs), got {num_classes}")
     if ensemble > 1:
         return Ensemble([MODELS[key](in_channels=in_channels, num_classes=num_classes, **kwargs)
-                         for _ in range(ensemble)])
+                         for _ in range(ensemble)], multilabel=multilabel)
     return MODELS[key](in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 

@@ -11,7 +11,8 @@ model's ``state_dict`` (PyTorch names) and whose header metadata holds one JSON 
 
 (``"ensemble": K`` > 1: the file holds a `tinycnn.models.Ensemble` of K members, keys
 ``members.<k>.<name>``; absent or 1: a single model), so `evaluate --checkpoint` and `predict` rebuild the architecture and the input normalisation from the
-file alone. The training state (`last.state.safetensors`) holds the model (``model.<name>``) and the
+file alone; ``"task"`` decides how logits become probabilities (per-label sigmoid for
+``"multi-label, binary-class"``, softmax otherwise) and how an ensemble averages its members. The training state (`last.state.safetensors`) holds the model (``model.<name>``) and the
 optimizer's arrays (``optim.<param index>.<name>``) with everything else (optimizer hyper-parameters,
 scheduler state, RNG states, epoch, history, early-stopping counters) as JSON in the metadata, so one
 atomic file is a complete, consistent resume point. Every write goes through `tinycnn.save`, which
@@ -107,7 +108,8 @@ def build_model(path, device: str = "cpu"):
 
     state, meta = load_checkpoint(path)
     model = get_model(meta["model"], in_channels=int(meta["in_channels"]), num_classes=int(meta["num_classes"]),
-                      ensemble=int(meta.get("ensemble", 1)))
+                      ensemble=int(meta.get("ensemble", 1)),
+                      multilabel=str(meta.get("task", "")).startswith("multi-label"))
     try:
         model.load_state_dict(state)
     except (KeyError, ValueError, RuntimeError) as exc:

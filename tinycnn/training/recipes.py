@@ -21,6 +21,9 @@ Every setting the user does not give on the command line comes from `default_set
 |                                            |   +-0.015, and averaging 3 seeds removes much of that variance;  |
 |                                            |   3 small-set runs fit the time budget. Large sets: 1 model (a   |
 |                                            |   single run is already stable and takes the whole budget)     |
+| multi-label (ChestMNIST)                   | no class weights (one sigmoid per label, nothing to balance); |
+|                                            |   the same smoothing 0.1, applied per label as t = y(1 - 0.1) + 0.05, |
+|                                            |   ensembles average per-label sigmoids (see `Trainer`, `Ensemble`) |
 """
 from __future__ import annotations
 
@@ -86,5 +89,8 @@ def default_settings(info, train_labels) -> dict:
 def describe(info, train_labels) -> str:
     n = len(train_labels)
     counts = class_counts(train_labels, info.n_classes)
+    if str(info.task).startswith("multi-label"):
+        return (f"{n} training images, {info.n_channels} channel(s), {info.n_classes} labels (multi-label), "
+                f"positives per label {int(counts.min())}..{int(counts.max())}")
     return (f"{n} training images, {info.n_channels} channel(s), {info.n_classes} classes, "
             f"imbalance {counts.max() / max(counts.min(), 1):.1f}")

@@ -1,5 +1,9 @@
 """A complete training run as the CLI does it: settings -> data -> model -> fit -> test metrics -> run directory.
 
+Multi-label datasets ("multi-label, binary-class", e.g. ChestMNIST, or `synthetic-multilabel`) train with
+per-label binary cross-entropy and report per-label sigmoid probabilities (see `Trainer`); roc.png then
+has one curve per label and confusion.png one 2x2 panel per label.
+
 Run directory (see docs/cli.md): config.json, best.safetensors, last.safetensors, last.state.safetensors,
 history.csv, metrics.json, curves.png, roc.png, confusion.png. Every file is written atomically.
 """
@@ -22,7 +26,7 @@ from tinycnn.serialization import atomic_write_bytes
 from .checkpoint import build_model, load_checkpoint, to_jsonable
 from .recipes import default_settings, describe
 from .schedules import ConstantLR, WarmupCosine
-from .trainer import Trainer, predict_logits, softmax_np
+from .trainer import Trainer, is_multilabel, predict_logits, probs_from_logits
 
 __all__ = ["TRAIN_DEFAULTS", "RunDir", "train_run", "evaluate_checkpoint", "resolve_settings",
            "load_data", "HISTORY_COLUMNS"]
@@ -83,7 +87,7 @@ def load_data(settings, progress=None):
     from tinycnn import data
 
     kw = {}
-    if str(settings["dataset"]).lower() == "synthetic" and settings.get("subset"):
+    if str(settings["dataset"]).lower() in ("synthetic", data.SYNTHETIC_MULTILABEL) and settings.get("subset"):
         n = int(settings["subset"])
         kw["synthetic_sizes"] = (n, max(n // 4, 20), max(n // 4, 20))
     ds = data.load_dataset(settings["dataset"], data_dir=settings.get("data_dir"), size=settings.get("image_size", 28),
@@ -93,9 +97,6 @@ def load_data(settings, progress=None):
         ds = data.DatasetSplits(ds.train.subset(np.arange(min(n, len(ds.train)))),
                                 ds.val.subset(np.arange(min(n, len(ds.val)))),
                                 ds.test.subset(np.arange(min(n, len(ds.test)))), ds.info)
-    if ds.info.task.startswith("multi-label"):
-        raise ValueError(f"dataset {ds.info.name!r} is multi-label ({ds.info.task}); tinycnn train supports "
-                         f"binary, multi-class and ordinal tasks")
     return ds
 
 
@@ -144,6 +145,9 @@ def _class_weights(s, ds):
     mode = str(s["class_weights"]).lower()
     if mode in ("none", "false", "0"):
         return None
+    if is_multilabel(ds.info.task):
+        raise ValueError(f"--class-weights {s['class_weights']} is not supported for the multi-label dataset "
+                         f"{ds.info.name!r} (one sigmoid per label, no classes to balance): use --class-weights none")
     counts = np.bincount(ds.train.labels.astype(np.int64), minlength=ds.info.n_classes).astype(np.float64)
     if mode in ("balanced", "auto", "true"):
         return len(ds.train) / (len(counts) * np.maximum(counts, 1))
@@ -254,7 +258,7 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
     mean = ds.train.images.mean(axis=(0, 2, 3)).astype(np.float64).tolist()
     std = np.maximum(ds.train.images.std(axis=(0, 2, 3)), 1e-6).astype(np.float64).tolist()
     model = get_model(s["model"], in_channels=s["in_channels"], num_classes=s["num_classes"],
-                      ensemble=int(s.get("ensemble") or 1))
+                      ensemble=int(s.get("ensemble") or 1), multilabel=is_multilabel(ds.info.task))
     frozen_bn = _transfer(model, s, log)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -268,7 +272,7 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
     trainer = Trainer(model, optimizer, schedule, loss=s["loss"], class_weights=weights,
                       label_smoothing=s["label_smoothing"], focal_gamma=s["focal_gamma"], mean=mean, std=std,
                       augment=augment, batch_size=s["batch_size"], seed=s["seed"], device=device, quiet=quiet,
-                      frozen_bn=frozen_bn, eval_batch_size=s["eval_batch_size"])
+                      frozen_bn=frozen_bn, eval_batch_size=s["eval_batch_size"], task=ds.info.task)
     meta = {"model": s["model"], "ensemble": int(s.get("ensemble") or 1),
             "in_channels": s["in_channels"], "num_classes": s["num_classes"],
             "image_size": int(ds.info.image_size), "mean": mean, "std": std,
@@ -317,16 +321,22 @@ def finish_run(run: RunDir, ds, device, quiet=False, log=print) -> dict:
     report.plot_curves(hist, run.file("curves.png"), title=f"{ds.info.name}: training curves")
     report.plot_roc(ds.test.labels, probs, run.file("roc.png"), ds.info.class_names,
                     title=f"{ds.info.name}: ROC (test, best val-AUC checkpoint)")
-    report.plot_confusion(metrics["confusion_matrix"], run.file("confusion.png"), ds.info.class_names,
-                          title=f"{ds.info.name}: confusion matrix (test)")
+    if is_multilabel(ds.info.task):
+        report.plot_confusion_multilabel(metrics["confusion_matrix"], run.file("confusion.png"), ds.info.class_names,
+                                         title=f"{ds.info.name}: per-label confusion (test, p >= 0.5)")
+    else:
+        report.plot_confusion(metrics["confusion_matrix"], run.file("confusion.png"), ds.info.class_names,
+                              title=f"{ds.info.name}: confusion matrix (test)")
     if log:
         log(format_metrics(metrics))
     return metrics
 
 
 def predict_probs(model, meta, images, device="cpu", quiet=True, batch_size=256):
+    """Probabilities (N, classes) of a checkpoint's model: softmax of the logits, or for a multi-label
+    checkpoint (meta["task"] "multi-label, ...") one sigmoid per label, (N, L), not summing to 1."""
     logits = predict_logits(model, images, meta["mean"], meta["std"], batch_size, device, quiet=quiet)
-    return softmax_np(logits)
+    return probs_from_logits(logits, meta.get("task"))
 
 
 def format_metrics(m: dict) -> str:
@@ -356,6 +366,9 @@ def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, d
     if ds.info.n_classes != meta["num_classes"]:
         raise ValueError(f"checkpoint {checkpoint} has {meta['num_classes']} classes, "
                          f"dataset {ds.info.name!r} has {ds.info.n_classes}")
+    if is_multilabel(meta.get("task")) != is_multilabel(ds.info.task):
+        raise ValueError(f"checkpoint {checkpoint} was trained for task {meta.get('task')!r}, "
+                         f"dataset {ds.info.name!r} is {ds.info.task!r}")
     part = ds.split(split)
     probs = predict_probs(model, meta, part.images, device=device, quiet=quiet)
     m = classification_report(part.labels, probs, task=ds.info.task, class_names=ds.info.class_names)

@@ -32,7 +32,8 @@ from tinycnn.nn import functional as F
 from .checkpoint import load_train_state, save_checkpoint, save_train_state
 from .schedules import WarmupCosine
 
-__all__ = ["Trainer", "TrainingDiverged", "softmax_np", "predict_logits"]
+__all__ = ["Trainer", "TrainingDiverged", "softmax_np", "sigmoid_np", "probs_from_logits", "is_multilabel",
+           "bce_with_logits_np", "predict_logits"]
 
 
 # the run's length may still be re-fitted to the time budget after each of this many first epochs
@@ -48,6 +49,31 @@ def softmax_np(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid_np(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without overflow: exp is only taken of -|z|."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def is_multilabel(task) -> bool:
+    """True for MedMNIST's "multi-label, binary-class" task (ChestMNIST): one independent yes/no per label."""
+    return str(task or "").startswith("multi-label")
+
+
+def probs_from_logits(logits: np.ndarray, task=None) -> np.ndarray:
+    """Probabilities from logits (N, K): per-label sigmoid for a multi-label task, else softmax over classes."""
+    return sigmoid_np(logits) if is_multilabel(task) else softmax_np(logits)
+
+
+def bce_with_logits_np(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over N and L of the binary cross-entropy of sigmoid(logits) against 0/1 `targets`, computed
+    stably as  max(z, 0) - y z + log(1 + exp(-|z|))  (PyTorch's BCEWithLogitsLoss, reduction "mean")."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    return float(np.mean(np.maximum(z, 0.0) - y * z + np.log1p(np.exp(-np.abs(z)))))
 
 
 def _progress(iterable, total, desc, quiet, leave=False):
@@ -85,11 +111,23 @@ class Trainer:
         `tinycnn.optim.lr_scheduler` object (stepped after each epoch; ReduceLROnPlateau gets val loss).
     loss: "ce" or "focal"; class_weights: None or (C,) array; label_smoothing (ce only); focal_gamma.
     mean, std: per-channel normalisation. augment: a transform or None. seed: shuffling/augmentation seed.
+    task: the MedMNIST task name; None means single-label (`fit` sets it from its `task` argument).
+
+    Multi-label tasks ("multi-label, binary-class", labels (N, L) of 0/1): the model has one output per
+    label and the loss is binary cross-entropy with logits, averaged over the N images and the L labels,
+
+        loss = mean_{n,l} [ max(z, 0) - t z + log(1 + exp(-|z|)) ],   t = y (1 - eps) + eps / 2
+
+    with eps = label_smoothing: each label's 0/1 target moves eps/2 towards 1/2, which is exactly what
+    softmax cross-entropy with smoothing eps does to a 2-class problem, so a recipe's smoothing means the
+    same for a binary task and for each label of a multi-label one. Probabilities are sigmoid(z) per
+    label; validation loss is plain (unsmoothed) BCE. Class weights and focal loss are refused for
+    multi-label tasks (there is no class to weight; a per-label focal loss is not implemented).
     """
 
     def __init__(self, model, optimizer, schedule, *, loss="ce", class_weights=None, label_smoothing=0.0,
                  focal_gamma=2.0, mean=(0.0,), std=(1.0,), augment=None, batch_size=128, seed=0,
-                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256):
+                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256, task=None):
         if loss not in ("ce", "focal"):
             raise ValueError(f"loss must be 'ce' or 'focal', got {loss!r}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
@@ -109,9 +147,29 @@ class Trainer:
         self.target_epochs = None   # set by fit; may shrink under a time budget
         self.steps_per_epoch = None
         self._w = None if self.class_weights is None else tinycnn.tensor(self.class_weights, device=device)
+        self.task = task
+        self._check_task()
+
+    @property
+    def multilabel(self) -> bool:
+        return is_multilabel(self.task)
+
+    def _check_task(self):
+        if not self.multilabel:
+            return
+        if self.loss == "focal":
+            raise ValueError(f"--loss focal is not supported for multi-label tasks ({self.task}): "
+                             f"use --loss ce (binary cross-entropy per label)")
+        if self.class_weights is not None:
+            raise ValueError(f"class weights are not supported for multi-label tasks ({self.task}): "
+                             f"use --class-weights none")
 
     # ------------------------------------------------------------------ one epoch
     def _loss(self, logits, yb):
+        if self.multilabel:
+            eps = self.label_smoothing
+            target = yb * (1.0 - eps) + eps / 2 if eps else yb
+            return F.binary_cross_entropy_with_logits(logits, target)
         if self.loss == "focal":
             return F.focal_loss(logits, yb, gamma=self.focal_gamma, alpha=self._w)
         return F.cross_entropy(logits, yb, weight=self._w, label_smoothing=self.label_smoothing)
@@ -144,7 +202,8 @@ class Trainer:
             loss = None
             for member, (xb, yb) in zip(members, group):
                 x = tinycnn.tensor(xb, device=self.device)
-                y = tinycnn.tensor(np.asarray(yb, dtype=np.int64), device=self.device)
+                y = tinycnn.tensor(np.asarray(yb, dtype=np.float32 if self.multilabel else np.int64),
+                                   device=self.device)
                 term = self._loss(member(x), y)
                 loss = term if loss is None else loss + term
             value = float(loss.item()) / len(members)
@@ -165,11 +224,22 @@ class Trainer:
         return total / max(count, 1)
 
     def evaluate(self, ds, task, desc="val"):
-        """(loss, probs, {"auc", "acc"}) of a dataset; loss is plain (unweighted, unsmoothed) cross-entropy."""
-        from tinycnn.metrics import medmnist_evaluate
+        """(loss, probs, {"auc", "acc"}) of a dataset; loss is plain (unweighted, unsmoothed) cross-entropy
+        (binary cross-entropy averaged over images and labels, and per-label sigmoid probabilities, for a
+        multi-label task)."""
+        from tinycnn.metrics import medmnist_acc, medmnist_evaluate
 
         logits = predict_logits(self.model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
                                 quiet=self.quiet, desc=desc)
+        if is_multilabel(task):
+            y = np.asarray(ds.labels)
+            probs = sigmoid_np(logits)
+            loss = bce_with_logits_np(logits, y)
+            try:
+                m = medmnist_evaluate(y, probs, task)
+            except ValueError:  # AUC undefined (a label never or always present in a tiny split)
+                m = {"auc": float("nan"), "acc": medmnist_acc(y, probs, task)}
+            return loss, probs, m
         z = logits - logits.max(axis=1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         y = np.asarray(ds.labels).astype(np.int64)
@@ -217,6 +287,9 @@ class Trainer:
         time_budget: seconds of training allowed; fewer epochs are run when the first epochs show that
             `epochs` would not fit (None = no limit).
         """
+        if task is not None and self.task is None:
+            self.task = task
+            self._check_task()
         loaders = [DataLoader(train, batch_size=self.batch_size, shuffle=True, seed=member_seed(self.seed, k),
                               transform=self.train_transform, drop_last=len(train) > self.batch_size)
                    for k in range(len(self._members()))]
