@@ -77,6 +77,9 @@ def test_run_directory_and_multilabel_metrics(ml_run, test_split):
     assert m["acc"] == pytest.approx(np.mean((probs >= 0.5) == y), abs=1e-12)
     # model selection: best.safetensors is the epoch with the highest mean-over-labels val AUC
     assert m["best_epoch"] == 1 + int(np.argmax([float(r["val_auc"]) for r in rows]))
+    val = load_data({**QUICK, "image_size": 28}).val
+    assert meta["val_auc"] == pytest.approx(roc_auc_score(val.labels, predict_probs(model, meta, val.images)),
+                                            abs=1e-9)
 
 
 def test_probabilities_are_sigmoid_of_the_logits(ml_run, test_split):
@@ -100,7 +103,8 @@ def test_evaluate_json_and_probs_out(ml_run, tmp_path, capsys, test_split):
     saved = json.loads((out / "metrics.json").read_text())
     assert m["auc"] == pytest.approx(saved["auc"]) and m["acc"] == pytest.approx(saved["acc"])
     assert main(["evaluate", "--run", str(out)]) == 0          # the text form works too
-    assert "test (20 images)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "test (20 images)" in text and "  ring: [[" in text
 
 
 def test_predict_prints_labels_and_gradcam(ml_run, tmp_path, capsys, test_split):
@@ -277,3 +281,16 @@ def test_multilabel_synthetic_is_learnable(tmp_path):
                     log=None, quiet=True)
     assert max(h["val_auc"] for h in res["history"]) > 0.9
     assert res["metrics"]["auc"] > 0.9
+
+
+def test_keras_like_helpers_handle_multilabel():
+    from tinycnn.training import evaluate, fit, predict
+    ds = load_dataset("synthetic-multilabel", synthetic_sizes=(64, 32, 32))
+    tinycnn.manual_seed(0)
+    model = get_model("simplecnn", num_classes=4)
+    tr = fit(model, ds.train, ds.val, epochs=1, batch_size=32, quiet=True)
+    assert tr.multilabel
+    probs = predict(model, ds.test.images, tr.mean, tr.std, task=TASK)
+    assert probs.shape == (32, 4) and not np.allclose(probs.sum(1), 1)
+    m = evaluate(model, ds.test, tr.mean, tr.std)
+    assert m["task"] == TASK and m["auc"] == pytest.approx(roc_auc_score(ds.test.labels, probs), abs=1e-9)

@@ -244,7 +244,13 @@ def cmd_evaluate(args):
         print(json.dumps(m))
     else:
         print(format_metrics(m))
-        print("confusion matrix (rows true, cols predicted):", m["confusion_matrix"])
+        if str(m.get("task", "")).startswith("multi-label"):
+            names = m.get("class_names") or [str(i) for i in range(len(m["confusion_matrix"]))]
+            print("per-label confusion [[TN, FP], [FN, TP]] at p >= 0.5:")
+            for name, cm in zip(names, m["confusion_matrix"]):
+                print(f"  {name}: {cm}")
+        else:
+            print("confusion matrix (rows true, cols predicted):", m["confusion_matrix"])
     return 0
 
 

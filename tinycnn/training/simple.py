@@ -7,6 +7,9 @@
     trainer = fit(model, ds.train, ds.val, epochs=5)        # AdamW + warm-up cosine, like the CLI recipe
     print(evaluate(model, ds.test, trainer.mean, trainer.std)["auc"])
     probs = predict(model, ds.test.images, trainer.mean, trainer.std)
+
+Multi-label data (labels (N, L) of 0/1) is recognised by its 2-D labels: `fit` trains per-label BCE,
+`evaluate` and `predict(..., task="multi-label, binary-class")` give per-label sigmoid probabilities.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import numpy as np
 import tinycnn
 
 from .schedules import WarmupCosine
-from .trainer import Trainer, predict_logits, softmax_np
+from .trainer import MULTILABEL, Trainer, predict_logits, probs_from_logits
 
 __all__ = ["fit", "evaluate", "predict"]
 
@@ -40,19 +43,25 @@ def fit(model, train, val=None, *, epochs=10, batch_size=128, lr=2e-3, weight_de
     tr = Trainer(model, opt, sched, loss=loss, class_weights=class_weights, label_smoothing=label_smoothing,
                  mean=mean, std=std, augment=augment, batch_size=batch_size, seed=seed, device=device, quiet=quiet)
     n_classes = int(np.max(train.labels)) + 1
+    if task is None and np.ndim(train.labels) == 2:
+        task = MULTILABEL
     task = task or ("binary-class" if n_classes <= 2 else "multi-class")
     tr.fit(train, val if val is not None else train, epochs, task, log=None if quiet else log)
     return tr
 
 
-def predict(model, images, mean=(0.0,), std=(1.0,), batch_size=256, device="cpu") -> np.ndarray:
-    """Class probabilities (N, classes) of images (N, C, H, W in [0, 1])."""
-    return softmax_np(predict_logits(model, np.asarray(images, dtype=np.float32), mean, std, batch_size, device))
+def predict(model, images, mean=(0.0,), std=(1.0,), batch_size=256, device="cpu", task=None) -> np.ndarray:
+    """Class probabilities (N, classes) of images (N, C, H, W in [0, 1]); per-label sigmoid probabilities
+    (N, labels) when `task` is multi-label."""
+    logits = predict_logits(model, np.asarray(images, dtype=np.float32), mean, std, batch_size, device)
+    return probs_from_logits(logits, task)
 
 
 def evaluate(model, dataset, mean=(0.0,), std=(1.0,), task=None, device="cpu") -> dict:
     """`tinycnn.metrics.classification_report` of `model` on an ArrayDataset."""
     from tinycnn.metrics import classification_report
 
-    probs = predict(model, dataset.images, mean, std, device=device)
+    if task is None and np.ndim(dataset.labels) == 2:
+        task = MULTILABEL
+    probs = predict(model, dataset.images, mean, std, device=device, task=task)
     return classification_report(dataset.labels, probs, task=task)

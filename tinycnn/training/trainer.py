@@ -32,7 +32,7 @@ from tinycnn.nn import functional as F
 from .checkpoint import load_train_state, save_checkpoint, save_train_state
 from .schedules import WarmupCosine
 
-__all__ = ["Trainer", "TrainingDiverged", "softmax_np", "sigmoid_np", "probs_from_logits", "is_multilabel",
+__all__ = ["Trainer", "TrainingDiverged", "softmax_np", "sigmoid_np", "probs_from_logits", "is_multilabel", "MULTILABEL",
            "bce_with_logits_np", "predict_logits"]
 
 
@@ -56,6 +56,9 @@ def sigmoid_np(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+MULTILABEL = "multi-label, binary-class"
 
 
 def is_multilabel(task) -> bool:
