@@ -41,8 +41,8 @@ def test_every_command_has_help(cmd, capsys):
 def test_train_prints_test_metrics_and_writes_run(run_dir, capsys):
     for name in ("config.json", "best.safetensors", "metrics.json", "curves.png", "roc.png", "confusion.png"):
         assert (run_dir / name).exists()
-    # 64 training images: the recipe trains a 3-member ensemble, so evaluate/predict below exercise it
-    assert json.loads((run_dir / "config.json").read_text())["settings"]["ensemble"] == 3
+    # 64 training images: the recipe trains a 5-member ensemble, so evaluate/predict below exercise it
+    assert json.loads((run_dir / "config.json").read_text())["settings"]["ensemble"] == 5
 
 
 def test_evaluate_json_and_probs_out(run_dir, tmp_path, capsys):

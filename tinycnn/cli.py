@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
                    help="train K members side by side and average their softmax (per-label sigmoid for "
                         "multi-label data); one checkpoint holds all "
-                        "(default: 3 for sets under 2000 training images, else 1)")
+                        "(default: 5 for sets under 2000 training images, else 1)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
