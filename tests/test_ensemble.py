@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinycnn
+from _nn_compare import FixedLogits
 from tinycnn import nn
 from tinycnn.explain import grad_cam
 from tinycnn.models import Ensemble, get_model, member_seed
@@ -15,17 +16,6 @@ from tinycnn.training import Trainer, build_model, default_settings, load_checkp
 from tinycnn.training.schedules import ConstantLR
 
 QUICK = {"dataset": "synthetic", "subset": 64, "model": "simplecnn", "epochs": 2, "batch_size": 32, "seed": 0}
-
-
-class Fixed(nn.Module):
-    """Returns preset logits (to test the averaging on chosen values)."""
-
-    def __init__(self, z):
-        super().__init__()
-        self.z = z
-
-    def forward(self, x):
-        return tinycnn.tensor(self.z) + x.sum() * 0.0
 
 
 def _softmax(z):
@@ -40,7 +30,7 @@ def _softmax(z):
 def test_forward_is_log_of_mean_softmax(k, n, c, scale, seed):
     rng = np.random.default_rng(seed)
     zs = [rng.normal(size=(n, c)) * scale for _ in range(k)]
-    ens = Ensemble([Fixed(z) for z in zs])
+    ens = Ensemble([FixedLogits(z) for z in zs])
     out = ens(tinycnn.tensor(np.zeros((n, 1)))).numpy()
     assert np.all(np.isfinite(out))                       # stable even where a member's softmax underflows
     expected = np.mean([_softmax(z) for z in zs], axis=0)

@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import tinycnn
+from _nn_compare import FixedLogits
 from tinycnn import nn
 from tinycnn.cli import main
 from tinycnn.data import load_dataset
@@ -208,20 +209,11 @@ def test_focal_loss_and_class_weights_are_refused_for_multilabel(tmp_path):
                  "--quiet"]) == 2
 
 
-class _Fixed(nn.Module):
-    def __init__(self, z):
-        super().__init__()
-        self.z = z
-
-    def forward(self, x):
-        return tinycnn.tensor(self.z) + x.sum() * 0.0
-
-
 @pytest.mark.parametrize("scale", [1.0, 30.0, 1e4])
 def test_multilabel_ensemble_forward_is_logit_of_mean_sigmoid(scale):
     rng = np.random.default_rng(int(scale))
     zs = [rng.normal(size=(3, 4)) * scale for _ in range(3)]
-    out = Ensemble([_Fixed(z) for z in zs], multilabel=True)(tinycnn.tensor(np.zeros((3, 1)))).numpy()
+    out = Ensemble([FixedLogits(z) for z in zs], multilabel=True)(tinycnn.tensor(np.zeros((3, 1)))).numpy()
     assert np.all(np.isfinite(out))
     expected = np.mean([torch.sigmoid(torch.tensor(z)).numpy() for z in zs], axis=0)
     np.testing.assert_allclose(torch.sigmoid(torch.tensor(out)).numpy(), expected, rtol=1e-9, atol=1e-300)
