@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tinycnn
-from _nn_compare import FixedLogits
+from _nn_compare import FixedLogits, assert_same_checkpoints
 from tinycnn import nn
 from tinycnn.explain import grad_cam
 from tinycnn.models import Ensemble, get_model, member_seed
@@ -137,10 +137,7 @@ def test_ensemble_resume_is_bit_identical(ens_run, tmp_path):
     train_run({**QUICK, "ensemble": 2, "out": str(out_b)}, log=None, quiet=True, stop_after=1)
     tinycnn.manual_seed(999)
     train_run({"out": str(out_b), "resume": True}, log=None, quiet=True)
-    a, b = tinycnn.load(out_a / "last.safetensors"), tinycnn.load(out_b / "last.safetensors")
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert_same_checkpoints(out_a / "last.safetensors", out_b / "last.safetensors")
 
 
 def test_evaluate_uses_the_averaged_probabilities(ens_run):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tinycnn
+from _nn_compare import assert_same_checkpoints
 from tinycnn.training import (CheckpointError, Trainer, TrainingDiverged, WarmupCosine, build_model,
                               default_settings, load_checkpoint, train_run)
 from tinycnn.training.checkpoint import _flatten_optimizer, _unflatten_optimizer
@@ -66,11 +67,7 @@ def test_resume_gives_bit_identical_weights(quick_run, tmp_path):
     assert len(list(csv.DictReader((out_b / "history.csv").open()))) == 1
     tinycnn.manual_seed(12345)  # a resumed process starts from arbitrary RNG state
     train_run({"out": str(out_b), "resume": True}, log=None, quiet=True)
-    a = tinycnn.load(out_a / "last.safetensors")
-    b = tinycnn.load(out_b / "last.safetensors")
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert_same_checkpoints(out_a / "last.safetensors", out_b / "last.safetensors")
     ha = [r["val_loss"] for r in csv.DictReader((out_a / "history.csv").open())]
     hb = [r["val_loss"] for r in csv.DictReader((out_b / "history.csv").open())]
     assert ha == hb

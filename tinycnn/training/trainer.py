@@ -33,7 +33,7 @@ from .checkpoint import load_train_state, save_checkpoint, save_train_state
 from .schedules import WarmupCosine
 
 __all__ = ["Trainer", "TrainingDiverged", "softmax_np", "sigmoid_np", "probs_from_logits", "is_multilabel", "MULTILABEL",
-           "bce_with_logits_np", "predict_logits"]
+           "predict_logits"]
 
 
 # the run's length may still be re-fitted to the time budget after each of this many first epochs
@@ -69,14 +69,6 @@ def is_multilabel(task) -> bool:
 def probs_from_logits(logits: np.ndarray, task=None) -> np.ndarray:
     """Probabilities from logits (N, K): per-label sigmoid for a multi-label task, else softmax over classes."""
     return sigmoid_np(logits) if is_multilabel(task) else softmax_np(logits)
-
-
-def bce_with_logits_np(logits: np.ndarray, targets: np.ndarray) -> float:
-    """Mean over N and L of the binary cross-entropy of sigmoid(logits) against 0/1 `targets`, computed
-    stably as  max(z, 0) - y z + log(1 + exp(-|z|))  (PyTorch's BCEWithLogitsLoss, reduction "mean")."""
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64)
-    return float(np.mean(np.maximum(z, 0.0) - y * z + np.log1p(np.exp(-np.abs(z)))))
 
 
 def _progress(iterable, total, desc, quiet, leave=False):
@@ -234,25 +226,19 @@ class Trainer:
 
         logits = predict_logits(self.model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
                                 quiet=self.quiet, desc=desc)
+        z = tinycnn.tensor(logits)                 # float64: the loss ops compute it stably, no smoothing/weights
         if is_multilabel(task):
             y = np.asarray(ds.labels)
-            probs = sigmoid_np(logits)
-            loss = bce_with_logits_np(logits, y)
-            try:
-                m = medmnist_evaluate(y, probs, task)
-            except ValueError:  # AUC undefined (a label never or always present in a tiny split)
-                m = {"auc": float("nan"), "acc": medmnist_acc(y, probs, task)}
-            return loss, probs, m
-        z = logits - logits.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        y = np.asarray(ds.labels).astype(np.int64)
-        loss = float(-logp[np.arange(len(y)), y].mean())
-        probs = np.exp(logp)
+            loss = F.binary_cross_entropy_with_logits(z, tinycnn.tensor(y.astype(np.float64)))
+        else:
+            y = np.asarray(ds.labels).astype(np.int64)
+            loss = F.cross_entropy(z, tinycnn.tensor(y))
+        probs = probs_from_logits(logits, task)
         try:
             m = medmnist_evaluate(y, probs, task)
-        except ValueError:  # AUC undefined (one class only in a tiny split)
-            m = {"auc": float("nan"), "acc": float(np.mean(probs.argmax(1) == y))}
-        return loss, probs, m
+        except ValueError:  # AUC undefined (one class only, or a label never/always present, in a tiny split)
+            m = {"auc": float("nan"), "acc": medmnist_acc(y, probs, task)}
+        return float(loss.item()), probs, m
 
     # ------------------------------------------------------------------ fit
     def _fit_budget(self, time_budget, log):
