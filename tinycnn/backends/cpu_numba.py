@@ -33,7 +33,8 @@ from .cpu_numpy import batch_chunks, conv_out_size, matmul
 _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-           "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+           "max_pool2d_forward", "max_pool2d_backward", "max_pool2d_backward_relu", "avg_pool2d_forward",
+           "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
 
@@ -624,6 +625,60 @@ def _max_pool_bwd(gy, idx, dx):
 
 
 @njit(parallel=True, **_jit)
+def _max_pool_bwd_relu(gy, idx, r, dx):
+    """Fused `_max_pool_bwd` + ReLU backward (used instead of the pair when the pool's input r is a ReLU's
+    output): a window's gradient is added at its argmax q only where r[q] > 0 or NaN, which is what
+    relu_backward's select would keep of the summed gradient. Same adds in the same order."""
+    n, c = dx.shape[0], dx.shape[1]
+    hw = dx.shape[2] * dx.shape[3]
+    npix = gy.shape[2] * gy.shape[3]
+    zero = dx.dtype.type(0)
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = dx[s, ch].reshape(hw)
+        plane[:] = 0
+        g = gy[s, ch].reshape(npix)
+        k = idx[s, ch].reshape(npix)
+        rp = r[s, ch].reshape(hw)
+        for p in range(npix):
+            if not rp[k[p]] <= zero:
+                plane[k[p]] += g[p]
+
+
+@njit(parallel=True, **_jit)
+def _max_pool_tiled_bwd(gy, idx, r, use_r, kh, kw, dx):
+    """`_max_pool_bwd` (or, with use_r, `_max_pool_bwd_relu`) for windows that tile the input (stride ==
+    kernel, no padding): each input element lies in at most one window, so dx is written in one pass,
+    as a gather, dx[q] = 0 + g[p] if idx[p] == q else 0 (rows and columns after the last window: 0),
+    with no zeroing pass and no read-modify-write. `0 + g` keeps the scatter's result bit for bit
+    (it turns -0.0 into +0.0, as 0 += g does). With use_r the ReLU mask r[q] > 0 (or NaN) is applied."""
+    n, c, h, w = dx.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    zero = dx.dtype.type(0)
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = dx[s, ch]
+        g = gy[s, ch]
+        k = idx[s, ch]
+        rp = r[s, ch].reshape(r.shape[2] * r.shape[3])
+        for a in range(oh):
+            for i in range(kh):
+                row = a * kh + i
+                for b in range(ow):
+                    q = b * kw
+                    kk = k[a, b] - row * w - q      # the argmax's offset within this window row
+                    gv = zero + g[a, b]
+                    if use_r and 0 <= kk < kw and rp[k[a, b]] <= zero:
+                        gv = zero
+                    for j in range(kw):
+                        plane[row, q + j] = gv if j == kk else zero
+                plane[row, ow * kw:] = zero
+        plane[oh * kh:, :] = zero
+
+
+@njit(parallel=True, **_jit)
 def _avg_pool_fwd(x, kh, kw, sh, sw, ph, pw, y):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
@@ -687,10 +742,36 @@ def max_pool2d_forward(x, kernel, stride, padding):
     return y, idx
 
 
+def _tiles(kernel, stride, padding):
+    """True when the pooling windows tile the input (no overlap, no gaps, no padding)."""
+    return kernel is not None and tuple(stride or kernel) == tuple(kernel) and tuple(padding or (0, 0)) == (0, 0)
+
+
 @register("max_pool2d_backward", "numba")
-def max_pool2d_backward(gy, idx, x_shape):
+def max_pool2d_backward(gy, idx, x_shape, kernel=None, stride=None, padding=None):
+    """Scatter per (sample, channel) plane; a one-pass gather when the window geometry says the windows
+    tile the input."""
     dx = cpu_buffers.empty(x_shape, gy.dtype)
-    _launch(_max_pool_bwd, dx.size, np.ascontiguousarray(gy), np.ascontiguousarray(idx), dx)
+    gy, idx = np.ascontiguousarray(gy), np.ascontiguousarray(idx)
+    if _tiles(kernel, stride, padding):
+        _launch(_max_pool_tiled_bwd, dx.size, gy, idx, dx, False, kernel[0], kernel[1], dx)  # r unused
+    else:
+        _launch(_max_pool_bwd, dx.size, gy, idx, dx)
+    return dx
+
+
+@register("max_pool2d_backward_relu", "numba")
+def max_pool2d_backward_relu(gy, idx, x_shape, r, kernel=None, stride=None, padding=None):
+    """Fused max-pool backward + ReLU backward (see `_max_pool_bwd_relu` and `_max_pool_tiled_bwd`)."""
+    dx = cpu_buffers.empty(x_shape, gy.dtype)
+    gy, idx, r = np.ascontiguousarray(gy), np.ascontiguousarray(idx), np.ascontiguousarray(r)
+    if r.dtype != gy.dtype or r.shape != tuple(x_shape):
+        raise ValueError(f"max_pool2d_backward_relu: r must have shape {tuple(x_shape)} and dtype {gy.dtype}, "
+                         f"got {r.shape} {r.dtype}")
+    if _tiles(kernel, stride, padding):
+        _launch(_max_pool_tiled_bwd, dx.size, gy, idx, r, True, kernel[0], kernel[1], dx)
+    else:
+        _launch(_max_pool_bwd_relu, dx.size, gy, idx, r, dx)
     return dx
 
 
