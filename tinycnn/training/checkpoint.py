@@ -148,18 +148,26 @@ def _unflatten_optimizer(arrays: dict, spec: dict) -> dict:
     return {"state": dict(sorted(state.items())), "param_groups": spec["param_groups"]}
 
 
-def save_train_state(path, model, optimizer, info: dict) -> None:
-    """One atomic file with model + optimizer arrays and `info` (epoch, scheduler, RNG, history...)."""
+def save_train_state(path, model, optimizer, info: dict, averaged=None) -> None:
+    """One atomic file with model + optimizer arrays (+ the weight average's, ``ema.<name>``, when
+    `averaged` is an AveragedModel) and `info` (epoch, scheduler, RNG, history...)."""
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if averaged is not None:
+        arrays.update({f"ema.{k}": v for k, v in averaged.state_dict().items()})
     opt_arrays, opt_spec = _flatten_optimizer(optimizer.state_dict())
     arrays.update(opt_arrays)
     meta = {"format": FORMAT, "version": __version__, "optimizer": opt_spec, **info}
     save(arrays, path, metadata={META_KEY: _dumps(meta)})
 
 
-def load_train_state(path, model, optimizer) -> dict:
-    """Restore model and optimizer from `path` in place; return the info dict."""
+def load_train_state(path, model, optimizer, averaged=None) -> dict:
+    """Restore model and optimizer (and `averaged`, an AveragedModel) from `path` in place; return the info dict."""
     arrays, meta = _read(path)
     model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    if averaged is not None:
+        ema = {k[4:]: v for k, v in arrays.items() if k.startswith("ema.")}
+        if not ema:
+            raise CheckpointError(f"{path} holds no weight average (ema.*): it was saved by a run without --ema")
+        averaged.load_state_dict(ema)
     optimizer.load_state_dict(_unflatten_optimizer(arrays, meta["optimizer"]))
     return meta

@@ -28,6 +28,7 @@ from tinycnn.data import DataLoader
 from tinycnn.data import transforms as T
 from tinycnn.models.ensemble import member_seed
 from tinycnn.nn import functional as F
+from tinycnn.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import load_train_state, save_checkpoint, save_train_state
 from .schedules import WarmupCosine
@@ -122,7 +123,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, schedule, *, loss="ce", class_weights=None, label_smoothing=0.0,
                  focal_gamma=2.0, mean=(0.0,), std=(1.0,), augment=None, batch_size=128, seed=0,
-                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256, task=None):
+                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256, task=None, ema_decay=0.0):
         if loss not in ("ce", "focal"):
             raise ValueError(f"loss must be 'ce' or 'focal', got {loss!r}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
@@ -144,6 +145,18 @@ class Trainer:
         self._w = None if self.class_weights is None else tinycnn.tensor(self.class_weights, device=device)
         self.task = task
         self._check_task()
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = no weight averaging), got {ema_decay}")
+        self.ema_decay = float(ema_decay)
+        # the exponential moving average of the weights, updated after every optimizer step; when on, it is
+        # the model that is validated and saved (best/last checkpoints), while training updates `model`
+        self.averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
+                         if self.ema_decay else None)
+
+    @property
+    def eval_model(self):
+        """The model that is validated and saved: the weight average if `ema_decay` is set, else `model`."""
+        return self.averaged.module if self.averaged is not None else self.model
 
     @property
     def multilabel(self) -> bool:
@@ -209,6 +222,8 @@ class Trainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
             if per_step:
                 self.schedule.step()
             n = len(group[0][0])
@@ -224,7 +239,7 @@ class Trainer:
         multi-label task)."""
         from tinycnn.metrics import medmnist_acc, medmnist_evaluate
 
-        logits = predict_logits(self.model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
+        logits = predict_logits(self.eval_model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
                                 quiet=self.quiet, desc=desc)
         z = tinycnn.tensor(logits)                 # float64: the loss ops compute it stably, no smoothing/weights
         if is_multilabel(task):
@@ -339,10 +354,10 @@ class Trainer:
                 "target_epochs": self.target_epochs}
 
     def save_state(self, path):
-        save_train_state(path, self.model, self.optimizer, self.state_info())
+        save_train_state(path, self.model, self.optimizer, self.state_info(), averaged=self.averaged)
 
     def load_state(self, path):
-        info = load_train_state(path, self.model, self.optimizer)
+        info = load_train_state(path, self.model, self.optimizer, averaged=self.averaged)
         self.epoch = int(info["epoch"])
         self.history = list(info["history"])
         self.best_metric = float(info["best_metric"])
@@ -356,4 +371,4 @@ class Trainer:
         return info
 
     def save_model(self, path, meta):
-        save_checkpoint(path, self.model, meta)
+        save_checkpoint(path, self.eval_model, meta)
