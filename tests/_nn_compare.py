@@ -60,3 +60,22 @@ def assert_same_checkpoints(path_a, path_b):
     assert sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def assert_resume_is_bit_identical(settings: dict, full_run_dir, out, column="val_loss"):
+    """Train `settings` into `out`, "kill" it after epoch 1, resume it from arbitrary RNG state, and check
+    that its last checkpoint and history column equal those of the uninterrupted run in `full_run_dir`."""
+    import csv
+    from pathlib import Path
+
+    from tinycnn.training import train_run
+
+    full_run_dir, out = Path(full_run_dir), Path(out)
+    first = train_run({**settings, "out": str(out)}, log=None, quiet=True, stop_after=1)
+    assert first.get("stopped") and not (out / "metrics.json").exists()
+    assert len(list(csv.DictReader((out / "history.csv").open()))) == 1
+    tinycnn.manual_seed(12345)  # a resumed process starts from arbitrary RNG state
+    train_run({"out": str(out), "resume": True}, log=None, quiet=True)
+    assert_same_checkpoints(full_run_dir / "last.safetensors", out / "last.safetensors")
+    assert ([r[column] for r in csv.DictReader((full_run_dir / "history.csv").open())]
+            == [r[column] for r in csv.DictReader((out / "history.csv").open())])

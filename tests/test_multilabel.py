@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import tinycnn
-from _nn_compare import FixedLogits, assert_same_checkpoints
+from _nn_compare import FixedLogits, assert_resume_is_bit_identical
 from tinycnn import nn
 from tinycnn.cli import main
 from tinycnn.data import load_dataset
@@ -143,16 +143,7 @@ def test_grad_cam_targets_the_most_probable_label(ml_run, test_split):
 
 
 def test_resume_gives_bit_identical_weights(ml_run, tmp_path):
-    out_a, _ = ml_run
-    out_b = tmp_path / "b"
-    first = train_run({**QUICK, "out": str(out_b)}, log=None, quiet=True, stop_after=1)
-    assert first.get("stopped")
-    tinycnn.manual_seed(4321)
-    train_run({"out": str(out_b), "resume": True}, log=None, quiet=True)
-    assert_same_checkpoints(out_a / "last.safetensors", out_b / "last.safetensors")
-    ha = [r["val_loss"] for r in csv.DictReader((out_a / "history.csv").open())]
-    hb = [r["val_loss"] for r in csv.DictReader((out_b / "history.csv").open())]
-    assert ha == hb
+    assert_resume_is_bit_identical(QUICK, ml_run[0], tmp_path / "b")
 
 
 def _trainer(model, **kw):

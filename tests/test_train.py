@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tinycnn
-from _nn_compare import assert_same_checkpoints
+from _nn_compare import assert_resume_is_bit_identical
 from tinycnn.training import (CheckpointError, Trainer, TrainingDiverged, WarmupCosine, build_model,
                               default_settings, load_checkpoint, train_run)
 from tinycnn.training.checkpoint import _flatten_optimizer, _unflatten_optimizer
@@ -60,17 +60,7 @@ def test_checkpoint_metadata_rebuilds_the_model(quick_run):
 
 
 def test_resume_gives_bit_identical_weights(quick_run, tmp_path):
-    out_a, _ = quick_run
-    out_b = tmp_path / "b"
-    first = train_run(_quiet(out=str(out_b)), log=None, quiet=True, stop_after=1)   # "killed" after epoch 1
-    assert first.get("stopped") and not (out_b / "metrics.json").exists()
-    assert len(list(csv.DictReader((out_b / "history.csv").open()))) == 1
-    tinycnn.manual_seed(12345)  # a resumed process starts from arbitrary RNG state
-    train_run({"out": str(out_b), "resume": True}, log=None, quiet=True)
-    assert_same_checkpoints(out_a / "last.safetensors", out_b / "last.safetensors")
-    ha = [r["val_loss"] for r in csv.DictReader((out_a / "history.csv").open())]
-    hb = [r["val_loss"] for r in csv.DictReader((out_b / "history.csv").open())]
-    assert ha == hb
+    assert_resume_is_bit_identical(QUICK, quick_run[0], tmp_path / "b")
 
 
 def test_resume_without_run_dir_is_a_clear_error(tmp_path):
