@@ -28,7 +28,7 @@ from numba import njit, prange
 
 from .. import _threads
 from . import cpu_buffers, register
-from .cpu_numpy import batch_chunks, conv_out_size, matmul
+from .cpu_numpy import batch_chunks, conv_out_size, get_im2col_cap_bytes, matmul
 
 _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
@@ -249,9 +249,11 @@ def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y):
 
 
 @njit(parallel=True, **_jit)
-def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt):
+def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt, db, want_db):
     """Per output channel: acc[i, j, k] += g_wide[k] x_wide[k + shift] over samples (elementwise, so it
-    vectorises without reassociating a reduction), then each tap's accumulator is summed in float64."""
+    vectorises without reassociating a reduction), then each tap's accumulator is summed in float64.
+    With want_db the bias gradient db[oc] = sum of g[:, oc] is accumulated the same way (acc_b[k] +=
+    g_wide[k]) while g is already in cache, instead of a separate pass over g."""
     n, c, hp1, wp = xp.shape
     o, _, kh, kw = dwt.shape
     oh, ow = gy.shape[2], gy.shape[3]
@@ -260,10 +262,14 @@ def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt):
     for oc in prange(o):
         ci = oc // og
         acc = np.zeros((kh * kw, m), dtype=gy.dtype)
+        acc_b = np.zeros(m, dtype=gy.dtype)
         wide = np.zeros(m, dtype=gy.dtype)
         for s in range(n):
             for a in range(oh):
                 wide[a * wp:a * wp + ow] = gy[s, oc, a, :]
+            if want_db:
+                for k in range(m):
+                    acc_b[k] += wide[k]
             src = xp[s, ci].reshape(hp1 * wp)
             for i in range(kh):
                 for j in range(kw):
@@ -279,6 +285,11 @@ def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt):
                 for k in range(m):
                     total += tap[k]
                 dwt[oc, 0, i, j] = total
+        if want_db:
+            total = 0.0
+            for k in range(m):
+                total += acc_b[k]
+            db[oc] = total
 
 
 @njit(parallel=True, **_jit)
@@ -412,8 +423,28 @@ class _ColsPool:
 _cols_pool = _ColsPool()
 
 
+# Cache blocking of the GEMM path: the im2col columns of the whole batch (reference CNN, conv2:
+# 288 x 25088 floats, 29 MB) do not fit in the caches, so writing them and reading them back in the
+# GEMM both go to DRAM, and likewise the GEMM's dcols in backward-data and col2im's read of them.
+# Blocks of samples whose columns take at most _BLOCK_BYTES stay in the L2/L3 caches between the two
+# passes. Set to None for whole-batch columns (limited by the im2col cap only). The blocks depend on
+# the shapes only, never on the thread count, so results stay bit-reproducible.
+_BLOCK_BYTES = 4 << 20
+# Training: keep the forward's whole-batch columns for the weight gradient (True), or rebuild them
+# block by block in backward-weight (False; then the forward is blocked too).
+_KEEP_COLS = True
+
+
+def _blocks(n, bytes_per_sample):
+    """Sample ranges (a, b) covering range(n) whose columns fit the im2col cap and _BLOCK_BYTES."""
+    cap = get_im2col_cap_bytes() if _BLOCK_BYTES is None else min(_BLOCK_BYTES, get_im2col_cap_bytes())
+    count = -(-n // max(1, cap // max(1, bytes_per_sample)))      # number of blocks, then sizes as equal as can be
+    bounds = [n * i // count for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None):
-    """Y (O, nP) = W (O, CK) @ cols (CK, nP) per batch chunk and group; then back to NCHW.
+    """Y (O, nP) = W (O, CK) @ cols (CK, nP) per block of samples and group; then back to NCHW.
 
     With one input channel per group and unit stride the taps are accumulated directly
     (`_direct_fwd_s1`).
@@ -421,7 +452,7 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     `bias` (O,) is added while the result is written (`fuses_bias`), saving a pass over y;
     `keep` (a dict): when the whole batch fits one im2col chunk its columns are left in
     keep["cols"] for `conv2d_backward_weight(..., kept=keep)` (`keeps_cols`), which then skips
-    rebuilding them.
+    rebuilding them (unless _KEEP_COLS is off: then blocks of columns are built and dropped).
     """
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
@@ -436,19 +467,20 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
         return y
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
-    chunks = list(batch_chunks(n, c * kh * kw * oh * ow * x.itemsize))
-    for sl in chunks:
-        m = sl.stop - sl.start
-        shape = (c * kh * kw, m * oh * ow)
-        if keep is not None and len(chunks) == 1:
-            out = keep["cols"] = _cols_pool.take(shape, x.dtype)
-        else:
-            out = _workspace.get("cols", shape, x.dtype)
-        cols = _im2col_chunk(x[sl], kh, kw, stride, padding, dilation, oh, ow, out=out)
+    per_sample = c * kh * kw * oh * ow * x.itemsize
+    if keep is not None and _KEEP_COLS and len(list(batch_chunks(n, per_sample))) == 1:
+        blocks = [(0, n)]
+        out = keep["cols"] = _cols_pool.take((c * kh * kw, n * oh * ow), x.dtype)
+    else:
+        blocks, out = _blocks(n, per_sample), None
+    for lo, hi in blocks:
+        m = hi - lo
+        cols = _im2col_chunk(x[lo:hi], kh, kw, stride, padding, dilation, oh, ow,
+                             out=_workspace.get("cols", (c * kh * kw, m * oh * ow), x.dtype) if out is None else out)
         ycm = _workspace.get("cm", (o, m * oh * ow), x.dtype)
         for g in range(groups):
             matmul(w2[g * og:(g + 1) * og], cols[g * ck:(g + 1) * ck], out=ycm[g * og:(g + 1) * og])
-        _launch(_cm_to_nchw, ycm.size, ycm, b, has_bias, y[sl].reshape(m, o, oh * ow))
+        _launch(_cm_to_nchw, ycm.size, ycm, b, has_bias, y[lo:hi].reshape(m, o, oh * ow))
     return y
 
 
@@ -458,7 +490,8 @@ register("conv2d_forward", "numba")(conv2d_forward)
 
 
 def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups, shared=None):
-    """dcols (CK, nP) = W^T @ gY (O, nP) per group, then col2im into each (sample, channel) plane.
+    """dcols (CK, nP) = W^T @ gY (O, nP) per group and block of samples, then col2im into each
+    (sample, channel) plane of the block.
 
     `shared` (a dict, `shares_gy`): when the batch is one chunk, the channel-major copy of gY is left
     in shared["gcm"] for `conv2d_backward_weight(..., shared=shared)`, which then skips making it again.
@@ -472,16 +505,21 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups, shar
         return dx
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
-    for sl in batch_chunks(n, c * kh * kw * oh * ow * gy.itemsize):
+    npix = oh * ow
+    per_sample = c * kh * kw * npix * gy.itemsize
+    for sl in batch_chunks(n, per_sample):
         m = sl.stop - sl.start
-        gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
-        _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
+        gcm = _workspace.get("cm", (o, m * npix), gy.dtype)
+        _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, npix), gcm)
         if shared is not None and m == n:
             shared["gcm"] = (gy, gcm)
-        dcols = _workspace.get("cols", (c * kh * kw, m * oh * ow), gy.dtype)
-        for g in range(groups):
-            matmul(w2[g * og:(g + 1) * og].T, gcm[g * og:(g + 1) * og], out=dcols[g * ck:(g + 1) * ck])
-        _launch(_col2im_cm, dcols.size, dcols, kh, kw, *stride, *padding, *dilation, oh, ow, dx[sl])
+        for lo, hi in _blocks(m, per_sample):
+            dcols = _workspace.get("dcols", (c * kh * kw, (hi - lo) * npix), gy.dtype)
+            for g in range(groups):
+                matmul(w2[g * og:(g + 1) * og].T, gcm[g * og:(g + 1) * og, lo * npix:hi * npix],
+                       out=dcols[g * ck:(g + 1) * ck])
+            _launch(_col2im_cm, dcols.size, dcols, kh, kw, *stride, *padding, *dilation, oh, ow,
+                    dx[sl.start + lo:sl.start + hi])
     return dx
 
 
@@ -489,49 +527,61 @@ conv2d_backward_data.shares_gy = True
 register("conv2d_backward_data", "numba")(conv2d_backward_data)
 
 
-def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, kept=None, shared=None):
-    """dW (O, CK) = sum over chunks of gY (O, nP) @ cols^T (nP, CK), per group.
+def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, kept=None, shared=None,
+                           bias_grad=None):
+    """dW (O, CK) = sum over blocks of samples of gY (O, nP) @ cols^T (nP, CK), per group.
 
     `kept`: the dict given to `conv2d_forward(..., keep=...)`; its columns are used (instead of
     rebuilding them from x) and then returned to the pool. `shared`: the dict given to
     `conv2d_backward_data(..., shared=...)` for the same gY; its channel-major gY is reused.
+    `bias_grad` (a dict, `sums_bias`): where the kernel can, it also sums gY over samples and pixels
+    into bias_grad["db"] (O,) in the same pass; the op sums gY itself when the key is absent.
     """
     gy = np.ascontiguousarray(gy)
     x = np.ascontiguousarray(x)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w_shape, stride, padding, dilation)
     if cg == 1 and stride == (1, 1):
         dwt = np.empty(w_shape, dtype=gy.dtype)
+        db = np.empty(o, dtype=gy.dtype)
         xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
         _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
-        _launch(_direct_bwd_weight_s1, gy.size * kh * kw, gy, xp, dilation[0], dilation[1], dwt)
+        _launch(_direct_bwd_weight_s1, gy.size * kh * kw, gy, xp, dilation[0], dilation[1], dwt, db,
+                bias_grad is not None)
+        if bias_grad is not None:
+            bias_grad["db"] = db
         return dwt
     og, ck = o // groups, cg * kh * kw
+    npix = oh * ow
+    per_sample = c * kh * kw * npix * x.itemsize
     # computed transposed, dW^T (CK, O) = cols @ gY^T: OpenBLAS runs this orientation ~15% faster
     dwt = np.zeros((groups, ck, og), dtype=gy.dtype)
     part = np.empty((ck, og), dtype=gy.dtype)
     first = True
     saved = kept.pop("cols", None) if kept is not None else None
-    for sl in batch_chunks(n, c * kh * kw * oh * ow * x.itemsize):
+    if saved is not None and not (saved.shape == (c * kh * kw, n * npix) and saved.dtype == x.dtype):
+        saved = None
+    prev = shared.pop("gcm", None) if shared is not None else None
+    for sl in batch_chunks(n, per_sample):
         m = sl.stop - sl.start
-        shape = (c * kh * kw, m * oh * ow)
-        if saved is not None and saved.shape == shape and saved.dtype == x.dtype and m == n:
-            cols = saved
-        else:
-            cols = _im2col_chunk(x[sl], kh, kw, stride, padding, dilation, oh, ow,
-                                 out=_workspace.get("cols", shape, x.dtype))
-        prev = shared.pop("gcm", None) if shared is not None else None
-        if prev is not None and prev[0] is gy and m == n and prev[1].shape == (o, m * oh * ow):
+        if prev is not None and prev[0] is gy and m == n and prev[1].shape == (o, m * npix):
             gcm = prev[1]
         else:
-            gcm = _workspace.get("cm", (o, m * oh * ow), gy.dtype)
-            _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, oh * ow), gcm)
-        for g in range(groups):
-            if first:
-                matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=dwt[g])
+            gcm = _workspace.get("cm", (o, m * npix), gy.dtype)
+            _launch(_nchw_to_cm, gcm.size, gy[sl].reshape(m, o, npix), gcm)
+        for lo, hi in ([(0, n)] if saved is not None else _blocks(m, per_sample)):
+            if saved is not None:
+                cols = saved
             else:
-                matmul(cols[g * ck:(g + 1) * ck], gcm[g * og:(g + 1) * og].T, out=part)
-                dwt[g] += part
-        first = False
+                cols = _im2col_chunk(x[sl.start + lo:sl.start + hi], kh, kw, stride, padding, dilation, oh, ow,
+                                     out=_workspace.get("cols", (c * kh * kw, (hi - lo) * npix), x.dtype))
+            for g in range(groups):
+                gblk = gcm[g * og:(g + 1) * og, lo * npix:hi * npix].T
+                if first:
+                    matmul(cols[g * ck:(g + 1) * ck], gblk, out=dwt[g])
+                else:
+                    matmul(cols[g * ck:(g + 1) * ck], gblk, out=part)
+                    dwt[g] += part
+            first = False
     if saved is not None:
         _cols_pool.give(saved)
     return np.ascontiguousarray(dwt.transpose(0, 2, 1)).reshape(w_shape)
@@ -539,6 +589,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
 
 conv2d_backward_weight.uses_kept_cols = True
 conv2d_backward_weight.shares_gy = True
+conv2d_backward_weight.sums_bias = True
 register("conv2d_backward_weight", "numba")(conv2d_backward_weight)
 
 
@@ -647,38 +698,6 @@ def _max_pool_bwd_relu(gy, idx, r, dx):
 
 
 @njit(parallel=True, **_jit)
-def _max_pool_tiled_bwd(gy, idx, r, use_r, kh, kw, dx):
-    """`_max_pool_bwd` (or, with use_r, `_max_pool_bwd_relu`) for windows that tile the input (stride ==
-    kernel, no padding): each input element lies in at most one window, so dx is written in one pass,
-    as a gather, dx[q] = 0 + g[p] if idx[p] == q else 0 (rows and columns after the last window: 0),
-    with no zeroing pass and no read-modify-write. `0 + g` keeps the scatter's result bit for bit
-    (it turns -0.0 into +0.0, as 0 += g does). With use_r the ReLU mask r[q] > 0 (or NaN) is applied."""
-    n, c, h, w = dx.shape
-    oh, ow = gy.shape[2], gy.shape[3]
-    zero = dx.dtype.type(0)
-    for job in prange(n * c):
-        s = job // c
-        ch = job - s * c
-        plane = dx[s, ch]
-        g = gy[s, ch]
-        k = idx[s, ch]
-        rp = r[s, ch].reshape(r.shape[2] * r.shape[3])
-        for a in range(oh):
-            for i in range(kh):
-                row = a * kh + i
-                for b in range(ow):
-                    q = b * kw
-                    kk = k[a, b] - row * w - q      # the argmax's offset within this window row
-                    gv = zero + g[a, b]
-                    if use_r and 0 <= kk < kw and rp[k[a, b]] <= zero:
-                        gv = zero
-                    for j in range(kw):
-                        plane[row, q + j] = gv if j == kk else zero
-                plane[row, ow * kw:] = zero
-        plane[oh * kh:, :] = zero
-
-
-@njit(parallel=True, **_jit)
 def _avg_pool_fwd(x, kh, kw, sh, sw, ph, pw, y):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
@@ -742,36 +761,27 @@ def max_pool2d_forward(x, kernel, stride, padding):
     return y, idx
 
 
-def _tiles(kernel, stride, padding):
-    """True when the pooling windows tile the input (no overlap, no gaps, no padding)."""
-    return kernel is not None and tuple(stride or kernel) == tuple(kernel) and tuple(padding or (0, 0)) == (0, 0)
-
-
 @register("max_pool2d_backward", "numba")
 def max_pool2d_backward(gy, idx, x_shape, kernel=None, stride=None, padding=None):
-    """Scatter per (sample, channel) plane; a one-pass gather when the window geometry says the windows
-    tile the input."""
+    """Scatter per (sample, channel) plane (the window geometry is not needed).
+
+    A gather (one pass writing each dx element once, for windows that tile the input) measured 3-5x
+    slower here: zeroing a plane is a fast vectorised fill, and its few adds stay in L1.
+    """
     dx = cpu_buffers.empty(x_shape, gy.dtype)
-    gy, idx = np.ascontiguousarray(gy), np.ascontiguousarray(idx)
-    if _tiles(kernel, stride, padding):
-        _launch(_max_pool_tiled_bwd, dx.size, gy, idx, dx, False, kernel[0], kernel[1], dx)  # r unused
-    else:
-        _launch(_max_pool_bwd, dx.size, gy, idx, dx)
+    _launch(_max_pool_bwd, dx.size, np.ascontiguousarray(gy), np.ascontiguousarray(idx), dx)
     return dx
 
 
 @register("max_pool2d_backward_relu", "numba")
 def max_pool2d_backward_relu(gy, idx, x_shape, r, kernel=None, stride=None, padding=None):
-    """Fused max-pool backward + ReLU backward (see `_max_pool_bwd_relu` and `_max_pool_tiled_bwd`)."""
+    """Fused max-pool backward + ReLU backward (`_max_pool_bwd_relu`)."""
     dx = cpu_buffers.empty(x_shape, gy.dtype)
     gy, idx, r = np.ascontiguousarray(gy), np.ascontiguousarray(idx), np.ascontiguousarray(r)
     if r.dtype != gy.dtype or r.shape != tuple(x_shape):
         raise ValueError(f"max_pool2d_backward_relu: r must have shape {tuple(x_shape)} and dtype {gy.dtype}, "
                          f"got {r.shape} {r.dtype}")
-    if _tiles(kernel, stride, padding):
-        _launch(_max_pool_tiled_bwd, dx.size, gy, idx, r, True, kernel[0], kernel[1], dx)
-    else:
-        _launch(_max_pool_bwd_relu, dx.size, gy, idx, r, dx)
+    _launch(_max_pool_bwd_relu, dx.size, gy, idx, r, dx)
     return dx
 
 

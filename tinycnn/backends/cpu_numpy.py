@@ -89,7 +89,8 @@ _gemm_log = _GemmLog()
 
 
 def _transposed(a) -> bool:
-    return a.flags.f_contiguous and not a.flags.c_contiguous
+    """True for a column-major operand (a transposed view, possibly of a block of columns)."""
+    return not a.flags.c_contiguous and a.strides[0] < a.strides[1]
 
 
 @register("matmul", "numpy")

@@ -91,8 +91,12 @@ class Conv2d(Function):
         if need_w:
             if ctx.kept and getattr(bwd_w, "uses_kept_cols", False):
                 extra["kept"] = ctx.kept
+            if need_b and getattr(bwd_w, "sums_bias", False):
+                # an implementation may sum db while it reads g for dW (it sets extra["bias_grad"]["db"])
+                extra["bias_grad"] = {}
             dw = bwd_w(g, x, w.shape, stride, padding, dilation, groups, **extra)
-        if need_b:
+            db = extra.get("bias_grad", {}).get("db")
+        if need_b and db is None:
             # NumPy's pairwise SIMD sum is already memory-bound here
             db = g.sum(axis=(0, 2, 3))
         return dx, dw, db

@@ -62,8 +62,8 @@ class MaxPool2d(Function):
             dz = kernel("max_pool2d_backward_relu", g)(g, idx, ctx.x_shape, r, *ctx.window)
             relu.premasked = weakref.ref(dz)
             return dz
-        # with the window geometry the kernels may gather (one pass per input element) instead of
-        # scattering per (n, c) plane: deterministic either way, faster where the windows tile the input
+        # with the window geometry the GPU kernels gather (one thread per input element) instead of adding
+        # one (n, c) plane per thread: deterministic either way, much faster there (the CPU ignores it)
         return kernel("max_pool2d_backward", g)(g, idx, ctx.x_shape, *ctx.window)
 
 
