@@ -109,3 +109,36 @@ def test_direct_conv_sums_the_bias_gradient_with_the_weight_gradient(shape, dtyp
     F.conv2d(xs, wts, bs, padding=1, groups=c).backward(tinycnn.tensor(gy))
     np.testing.assert_allclose(bs.grad.numpy(), bt.grad.numpy(), **tol)
     np.testing.assert_allclose(wts.grad.numpy(), wt.grad.numpy(), rtol=2e-5, atol=tol["atol"])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("dil", [(1, 1), (2, 1)], ids=["d1", "d21"])
+@pytest.mark.parametrize("shape", [(3, 1, 9, 8), (40, 2, 28, 27)], ids=["small", "threaded"])
+def test_direct_3x3_kernels_equal_the_plain_tap_loops_bit_for_bit(shape, dil, dtype):
+    """taps9=True (all nine taps per element in registers) vs taps9=False (one pass per tap)."""
+    rng = np.random.default_rng(3)
+    n, c, h, wd = shape
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((3 * c, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(3 * c).astype(dtype)
+    pad = dil
+    xp = np.zeros((n, c, h + 2 * pad[0] + 1, wd + 2 * pad[1]), dtype)
+    NB._pad_planes(x, pad[0], pad[1], xp)
+    oh, ow = h + 2 * pad[0] - 2 * dil[0], wd + 2 * pad[1] - 2 * dil[1]
+    ys = [np.empty((n, 3 * c, oh, ow), dtype) for _ in range(2)]
+    for y, fast in zip(ys, (True, False)):
+        NB._direct_fwd_s1(xp, w, b, True, dil[0], dil[1], y, fast)
+    np.testing.assert_array_equal(ys[0], ys[1])
+    np.testing.assert_allclose(ys[0], NP.conv2d_forward(x, w, (1, 1), pad, dil, c) + b[None, :, None, None],
+                               **TOL[dtype])
+    gy = rng.standard_normal(ys[0].shape).astype(dtype)
+    outs = []
+    for fast in (True, False):
+        dwt, db = np.empty(w.shape, dtype), np.empty(3 * c, dtype)
+        NB._direct_bwd_weight_s1(gy, xp, dil[0], dil[1], dwt, db, True, fast)
+        outs.append((dwt, db))
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    # float32 sums over n*h*w terms: error relative to their count (each |g x| ~ 1), not to the result
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6 * n * h * wd)
+    np.testing.assert_allclose(outs[0][0], NP.conv2d_backward_weight(gy, x, w.shape, (1, 1), pad, dil, c), **tol)

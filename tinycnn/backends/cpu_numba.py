@@ -205,6 +205,7 @@ def _nchw_to_cm(g, gcm):
 
 
 # --------------------------------------------------------------------------- direct kernels (C/groups == 1)
+
 # Unit-stride direct kernels on "wide" planes: with the input zero-padded to Wp = W + 2 pw columns
 # (plus one spare row) and the output computed Wp columns wide, tap (i, j) is ONE contiguous run
 # shifted by i dh Wp + j dw, so every inner loop is a plain vectorisable a[k] += w * b[k]. The
@@ -223,37 +224,67 @@ def _pad_planes(x, ph, pw, xp):
 
 
 @njit(parallel=True, **_jit)
-def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y):
+def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y, taps9):
+    """wide = b, then wide += w[tap] * (input run shifted by the tap), tap by tap in row-major order.
+
+    taps9 (3x3 kernels): the same sums, in the same order and rounding, computed for each element k in
+    registers, acc = ((b + w0 x0[k]) + w1 x1[k]) + ... + w8 x8[k], so `wide` is stored once instead
+    of being loaded and stored once per tap; `_direct_fwd_s1(..., taps9=False)` is the plain loop.
+    """
     n, c, hp1, wp = xp.shape
     o, _, kh, kw = w.shape
     oh, ow = y.shape[2], y.shape[3]
     og = o // c
     m = oh * wp
+    zero = y.dtype.type(0)
     for job in prange(n * c):
         s = job // c
         ci = job - s * c
         src = xp[s, ci].reshape(hp1 * wp)
         wide = np.empty(m, dtype=y.dtype)
         for oc in range(ci * og, (ci + 1) * og):
-            b0 = bias[oc] if has_bias else 0.0
-            wide[:] = b0
-            for i in range(kh):
-                for j in range(kw):
-                    wv = w[oc, 0, i, j]
-                    shift = i * dh * wp + j * dw
-                    run = src[shift:shift + m]
-                    for k in range(m):
-                        wide[k] += wv * run[k]
+            b0 = bias[oc] if has_bias else zero
+            if taps9:
+                w0, w1, w2 = w[oc, 0, 0, 0], w[oc, 0, 0, 1], w[oc, 0, 0, 2]
+                w3, w4, w5 = w[oc, 0, 1, 0], w[oc, 0, 1, 1], w[oc, 0, 1, 2]
+                w6, w7, w8 = w[oc, 0, 2, 0], w[oc, 0, 2, 1], w[oc, 0, 2, 2]
+                r0, r1, r2 = src[0:m], src[dw:dw + m], src[2 * dw:2 * dw + m]
+                d1 = dh * wp
+                r3, r4, r5 = src[d1:d1 + m], src[d1 + dw:d1 + dw + m], src[d1 + 2 * dw:d1 + 2 * dw + m]
+                d2 = 2 * dh * wp
+                r6, r7, r8 = src[d2:d2 + m], src[d2 + dw:d2 + dw + m], src[d2 + 2 * dw:d2 + 2 * dw + m]
+                for k in range(m):
+                    acc = b0 + w0 * r0[k]
+                    acc += w1 * r1[k]
+                    acc += w2 * r2[k]
+                    acc += w3 * r3[k]
+                    acc += w4 * r4[k]
+                    acc += w5 * r5[k]
+                    acc += w6 * r6[k]
+                    acc += w7 * r7[k]
+                    acc += w8 * r8[k]
+                    wide[k] = acc
+            else:
+                wide[:] = b0
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[oc, 0, i, j]
+                        shift = i * dh * wp + j * dw
+                        run = src[shift:shift + m]
+                        for k in range(m):
+                            wide[k] += wv * run[k]
             for a in range(oh):
                 y[s, oc, a, :] = wide[a * wp:a * wp + ow]
 
 
 @njit(parallel=True, **_jit)
-def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt, db, want_db):
+def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt, db, want_db, taps9):
     """Per output channel: acc[i, j, k] += g_wide[k] x_wide[k + shift] over samples (elementwise, so it
     vectorises without reassociating a reduction), then each tap's accumulator is summed in float64.
     With want_db the bias gradient db[oc] = sum of g[:, oc] is accumulated the same way (acc_b[k] +=
-    g_wide[k]) while g is already in cache, instead of a separate pass over g."""
+    g_wide[k]) while g is already in cache, instead of a separate pass over g.
+    taps9 (3x3 kernels): the nine accumulators are updated in one loop over k (g_wide[k] loaded once),
+    the same operations in the same order as the plain tap-by-tap loop (taps9=False)."""
     n, c, hp1, wp = xp.shape
     o, _, kh, kw = dwt.shape
     oh, ow = gy.shape[2], gy.shape[3]
@@ -271,13 +302,32 @@ def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt, db, want_db):
                 for k in range(m):
                     acc_b[k] += wide[k]
             src = xp[s, ci].reshape(hp1 * wp)
-            for i in range(kh):
-                for j in range(kw):
-                    shift = i * dh * wp + j * dw
-                    run = src[shift:shift + m]
-                    tap = acc[i * kw + j]
-                    for k in range(m):
-                        tap[k] += wide[k] * run[k]
+            if taps9:
+                a0, a1, a2, a3, a4 = acc[0], acc[1], acc[2], acc[3], acc[4]
+                a5, a6, a7, a8 = acc[5], acc[6], acc[7], acc[8]
+                d1, d2 = dh * wp, 2 * dh * wp
+                x0, x1, x2 = src[0:m], src[dw:dw + m], src[2 * dw:2 * dw + m]
+                x3, x4, x5 = src[d1:d1 + m], src[d1 + dw:d1 + dw + m], src[d1 + 2 * dw:d1 + 2 * dw + m]
+                x6, x7, x8 = src[d2:d2 + m], src[d2 + dw:d2 + dw + m], src[d2 + 2 * dw:d2 + 2 * dw + m]
+                for k in range(m):
+                    gk = wide[k]
+                    a0[k] += gk * x0[k]
+                    a1[k] += gk * x1[k]
+                    a2[k] += gk * x2[k]
+                    a3[k] += gk * x3[k]
+                    a4[k] += gk * x4[k]
+                    a5[k] += gk * x5[k]
+                    a6[k] += gk * x6[k]
+                    a7[k] += gk * x7[k]
+                    a8[k] += gk * x8[k]
+            else:
+                for i in range(kh):
+                    for j in range(kw):
+                        shift = i * dh * wp + j * dw
+                        run = src[shift:shift + m]
+                        tap = acc[i * kw + j]
+                        for k in range(m):
+                            tap[k] += wide[k] * run[k]
         for i in range(kh):
             for j in range(kw):
                 total = 0.0
@@ -463,7 +513,8 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     if cg == 1 and stride == (1, 1):
         xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
         _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
-        _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y)
+        _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y,
+                (kh, kw) == (3, 3))
         return y
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
@@ -546,7 +597,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
         xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
         _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
         _launch(_direct_bwd_weight_s1, gy.size * kh * kw, gy, xp, dilation[0], dilation[1], dwt, db,
-                bias_grad is not None)
+                bias_grad is not None, (kh, kw) == (3, 3))
         if bias_grad is not None:
             bias_grad["db"] = db
         return dwt
