@@ -33,8 +33,7 @@ from .cpu_numpy import batch_chunks, conv_out_size, get_im2col_cap_bytes, matmul
 _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-           "max_pool2d_forward", "max_pool2d_backward", "max_pool2d_backward_relu", "avg_pool2d_forward",
-           "avg_pool2d_backward"]
+           "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
 
@@ -727,28 +726,6 @@ def _max_pool_bwd(gy, idx, dx):
 
 
 @njit(parallel=True, **_jit)
-def _max_pool_bwd_relu(gy, idx, r, dx):
-    """Fused `_max_pool_bwd` + ReLU backward (used instead of the pair when the pool's input r is a ReLU's
-    output): a window's gradient is added at its argmax q only where r[q] > 0 or NaN, which is what
-    relu_backward's select would keep of the summed gradient. Same adds in the same order."""
-    n, c = dx.shape[0], dx.shape[1]
-    hw = dx.shape[2] * dx.shape[3]
-    npix = gy.shape[2] * gy.shape[3]
-    zero = dx.dtype.type(0)
-    for job in prange(n * c):
-        s = job // c
-        ch = job - s * c
-        plane = dx[s, ch].reshape(hw)
-        plane[:] = 0
-        g = gy[s, ch].reshape(npix)
-        k = idx[s, ch].reshape(npix)
-        rp = r[s, ch].reshape(hw)
-        for p in range(npix):
-            if not rp[k[p]] <= zero:
-                plane[k[p]] += g[p]
-
-
-@njit(parallel=True, **_jit)
 def _avg_pool_fwd(x, kh, kw, sh, sw, ph, pw, y):
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
@@ -813,26 +790,9 @@ def max_pool2d_forward(x, kernel, stride, padding):
 
 
 @register("max_pool2d_backward", "numba")
-def max_pool2d_backward(gy, idx, x_shape, kernel=None, stride=None, padding=None):
-    """Scatter per (sample, channel) plane (the window geometry is not needed).
-
-    A gather (one pass writing each dx element once, for windows that tile the input) measured 3-5x
-    slower here: zeroing a plane is a fast vectorised fill, and its few adds stay in L1.
-    """
+def max_pool2d_backward(gy, idx, x_shape):
     dx = cpu_buffers.empty(x_shape, gy.dtype)
     _launch(_max_pool_bwd, dx.size, np.ascontiguousarray(gy), np.ascontiguousarray(idx), dx)
-    return dx
-
-
-@register("max_pool2d_backward_relu", "numba")
-def max_pool2d_backward_relu(gy, idx, x_shape, r, kernel=None, stride=None, padding=None):
-    """Fused max-pool backward + ReLU backward (`_max_pool_bwd_relu`)."""
-    dx = cpu_buffers.empty(x_shape, gy.dtype)
-    gy, idx, r = np.ascontiguousarray(gy), np.ascontiguousarray(idx), np.ascontiguousarray(r)
-    if r.dtype != gy.dtype or r.shape != tuple(x_shape):
-        raise ValueError(f"max_pool2d_backward_relu: r must have shape {tuple(x_shape)} and dtype {gy.dtype}, "
-                         f"got {r.shape} {r.dtype}")
-    _launch(_max_pool_bwd_relu, dx.size, gy, idx, r, dx)
     return dx
 
 

@@ -26,8 +26,8 @@ from . import cpu_buffers, register
 __all__ = [
     "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-    "max_pool2d_forward", "max_pool2d_backward", "max_pool2d_backward_relu", "avg_pool2d_forward",
-    "avg_pool2d_backward", "matmul", "GemmCall", "record_gemms",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "matmul", "GemmCall", "record_gemms",
 ]
 
 
@@ -270,11 +270,8 @@ def max_pool2d_forward(x, kernel, stride, padding):
 
 
 @register("max_pool2d_backward", "numpy")
-def max_pool2d_backward(gy, idx, x_shape, kernel=None, stride=None, padding=None):
-    """dx[n, c].flat[idx[n, c, p]] += gy[n, c, p]; overlapping windows add up.
-
-    The window geometry (optional) is not needed here; faster implementations may use it.
-    """
+def max_pool2d_backward(gy, idx, x_shape):
+    """dx[n, c].flat[idx[n, c, p]] += gy[n, c, p]; overlapping windows add up."""
     n, c, h, w = x_shape
     planes = n * c
     flat_idx = (idx.reshape(planes, -1).astype(np.int64)
@@ -282,20 +279,6 @@ def max_pool2d_backward(gy, idx, x_shape, kernel=None, stride=None, padding=None
     # bincount sums repeated indices in a fixed order (deterministic), in float64
     dx = np.bincount(flat_idx, weights=gy.ravel(), minlength=planes * h * w)
     return dx.astype(gy.dtype, copy=False).reshape(x_shape)
-
-
-@register("max_pool2d_backward_relu", "numpy")
-def max_pool2d_backward_relu(gy, idx, x_shape, r, kernel=None, stride=None, padding=None):
-    """Fused `max_pool2d_backward` + ReLU backward, for a max-pool whose input r is a ReLU's output:
-
-        dx = relu_backward(max_pool2d_backward(gy, idx, x_shape), r)
-           = the pooled gradient where r > 0 (or NaN), 0 where r <= 0
-
-    (this reference is that composition). The pooled gradient is nonzero only at argmax positions,
-    so a fused kernel needs r only there.
-    """
-    from ..ops.activation import relu_backward  # noqa: PLC0415 - the NumPy ReLU reference lives there
-    return relu_backward(max_pool2d_backward(gy, idx, x_shape), r)
 
 
 @register("avg_pool2d_forward", "numpy")

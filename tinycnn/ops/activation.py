@@ -46,10 +46,6 @@ class ReLU(Function):
 
     Shapes: x, y, g, dx all the same shape. On the CPU both passes are the `relu_forward` and
     `relu_backward` primitives (one parallel Numba pass each, no boolean temporary).
-    When a max-pool consumes y, its backward may already have applied this select while scattering
-    its gradient (`MaxPool2d`, primitive `max_pool2d_backward_relu`); it then records the array it
-    returned in `ctx.premasked`, and if g is exactly that array (the pool was y's only consumer),
-    backward returns g as it is: the select is idempotent, so the result is the same.
     """
 
     @staticmethod
@@ -61,9 +57,6 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
-        premasked = getattr(ctx, "premasked", None)
-        if premasked is not None and premasked() is g:
-            return g                            # already relu_backward(g_pool, y): see the docstring
         if device_of(g) == "cpu":
             # the gradient arriving from max-pool backward is a fresh multi-megabyte array: writing dx
             # into it saves an allocation and its page faults (~1/4 of this op's time)

@@ -17,30 +17,15 @@ Derivations: docs/math.md ("Pooling"); tests: tests/test_pool.py.
 """
 from __future__ import annotations
 
-import weakref
-
 from ..autograd import Function
 from ..backends import device_of, kernel, xp_of
-from .activation import ReLU
 from .conv import pair
 
 __all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 class MaxPool2d(Function):
-    """y = window max, idx saved; dx scatters g to the saved argmax positions (see module docstring).
-
-    Shapes: x, dx (N, C, H, W); y, idx, g (N, C, OH, OW).
-
-    Fusion with a ReLU before the pool (CPU): when x = relu(z) comes from a `ReLU` node, that node's
-    backward computes dz = relu_backward(dx, x): dx where x > 0, else 0. As dx is nonzero only at
-    argmax positions, backward computes dz in the same pass (primitive `max_pool2d_backward_relu`)
-    and returns it in place of dx, marking it on the ReLU node, whose backward passes exactly that
-    array through. dz differs from dx only where x <= 0, which the ReLU's select zeroes anyway, so
-    dz and every gradient before it are unchanged: if x also feeds another op, the ReLU receives a
-    sum and applies its select to it as usual. Not done when x retains its gradient (`retain_grad`,
-    e.g. Grad-CAM), which must show dx itself.
-    """
+    """y = window max, idx saved; dx scatters g to the saved argmax positions (see module docstring)."""
 
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding):
@@ -48,7 +33,6 @@ class MaxPool2d(Function):
         ctx.save_for_backward(idx)
         ctx.x_shape = x.shape
         ctx.window = (kernel_size, stride, padding)
-        ctx.relu = _relu_node(ctx) if device_of(x) == "cpu" else None
         return y
 
     @staticmethod
@@ -56,23 +40,12 @@ class MaxPool2d(Function):
         (idx,) = ctx.saved_tensors
         if not g.flags.c_contiguous:
             g = g.copy()
-        relu = ctx.relu
-        if relu is not None and relu.retained is None and not relu.freed and relu.saved_tensors:
-            (r,) = relu.saved_tensors           # the ReLU's output, i.e. this op's input x
-            dz = kernel("max_pool2d_backward_relu", g)(g, idx, ctx.x_shape, r, *ctx.window)
-            relu.premasked = weakref.ref(dz)
-            return dz
-        # with the window geometry the GPU kernels gather (one thread per input element) instead of adding
-        # one (n, c) plane per thread: deterministic either way, much faster there (the CPU ignores it)
-        return kernel("max_pool2d_backward", g)(g, idx, ctx.x_shape, *ctx.window)
-
-
-def _relu_node(ctx):
-    """The graph node of the ReLU that produced this op's input, or None."""
-    if ctx.inputs is None:                  # no graph recorded (inference / no_grad)
-        return None
-    node = getattr(ctx.inputs[0], "_ctx", None)
-    return node if node is not None and node.fn is ReLU else None
+        fn = kernel("max_pool2d_backward", g)
+        if device_of(g) == "cuda":
+            # with the window geometry the GPU kernels gather (one thread per input element) instead of
+            # adding one (n, c) plane per thread: deterministic either way, much faster this way
+            return fn(g, idx, ctx.x_shape, *ctx.window)
+        return fn(g, idx, ctx.x_shape)
 
 
 class AvgPool2d(Function):
