@@ -89,6 +89,12 @@ def _set_threads(n: int, libraries) -> str:
         torch.set_num_threads(n)
     if "tinycnn" in libraries:
         import numba
+
+        from tinycnn import _threads
+        # start Numba's thread pool the way tinycnn's kernels do (idle workers sleep, tinycnn/_threads.py)
+        # before limiting it: numba.set_num_threads would otherwise start it first, with GNU OpenMP's
+        # spinning idle workers, which took the second core from every following 2-thread GEMM
+        _threads.start_numba_threads()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         from threadpoolctl import threadpool_limits
