@@ -228,7 +228,8 @@ def _worker(library: str, threads: int, batch: int, weights_path: str) -> int:
         variants.update(v)
     hello = {"variants": sorted(variants), "limiter": limiter, "gemms": gemms, "pid": os.getpid(),
              "logits": {k: v.tolist() for k, v in logits.items()},
-             "modules": sorted(m for m in ("torch", "tinycnn", "numba") if m in sys.modules)}
+             "modules": sorted(m for m in ("torch", "tinycnn", "numba") if m in sys.modules),
+             "thread_settings": sys.modules["tinycnn._threads"].applied() if "tinycnn" in libraries else {}}
     proto.write(json.dumps(hello) + "\n")
     for line in sys.stdin:
         name = line.strip()
@@ -353,6 +354,7 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
     return {"threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "times": times,
             "gemms": gemms, "mode": "same process" if same_process else "one worker process per library",
             "worker_modules": {lib: h["modules"] for lib, h in hellos.items()},
+            "thread_settings": {lib: h["thread_settings"] for lib, h in hellos.items()},
             "logits_max_abs_diff": diff,
             "idle_wait_s": {lib: (statistics.median(v) if v else None) for lib, v in idle.items()},
             "idle_wait_max_s": {lib: (max(v) if v else None) for lib, v in idle.items()}}

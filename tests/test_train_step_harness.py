@@ -1,5 +1,6 @@
 """benchmarks/train_step.py: one worker process per library, samples interleaved with idle waits."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,6 @@ def test_wait_idle_honours_the_minimum_and_the_maximum():
 
 
 def test_cpu_ns_reads_this_process():
-    import os
     if not Path(f"/proc/{os.getpid()}/task").exists():
         pytest.skip("no /proc")
     a = train_step._cpu_ns(os.getpid())
@@ -72,6 +72,10 @@ def test_harness_runs_each_library_in_its_own_worker(tmp_path, capsys, same_proc
                                   for r in ("torch", "torch channels last", "gemm floor")}
     assert res["logits_max_abs_diff"] < 1e-4
     assert len(res["gemms"]["train"]) == 9 and len(res["gemms"]["infer"]) == 3
+    lib = "both" if same_process else "tinycnn"
+    if not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "TINYCNN_THREAD_TUNING"} & set(os.environ):
+        # Numba's pool was started by tinycnn (idle workers sleep), not by numba.set_num_threads
+        assert res["thread_settings"][lib].get("OMP_WAIT_POLICY") == "passive"
     if same_process:
         assert set(res["worker_modules"]["both"]) >= {"tinycnn", "torch"}
     else:
