@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,12 @@ BASELINES = {"pneumoniamnist": {"resnet18_28": (0.944, 0.854), "automl": (0.991,
 LIMIT_S = 15 * 60
 
 
+def _code_version() -> str:
+    """' (code of commit <hash>)' for a git checkout, else ''."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return f" (code of commit {git.stdout.strip()})" if git.returncode == 0 else ""
+
+
 def run_once(name, seed, out, data_dir, conditions):
     """Train one run in a fresh process; returns its whole-process wall time (also saved as wall.json)."""
     cmd = [sys.executable, "-m", "tinycnn", "train", "--dataset", name, "--seed", str(seed),
@@ -37,7 +44,7 @@ def run_once(name, seed, out, data_dir, conditions):
     subprocess.run(cmd, check=True, cwd=REPO)
     wall = time.perf_counter() - t0
     with open(os.path.join(out, "wall.json"), "w") as f:
-        json.dump({"wall_seconds": wall, "command": " ".join(cmd[1:]), "conditions": conditions}, f)
+        json.dump({"wall_seconds": wall, "command": " ".join(cmd[1:]) + _code_version(), "conditions": conditions}, f)
     return wall
 
 
@@ -49,7 +56,9 @@ def read_run(out):
         epochs = sum(1 for _ in csv.DictReader(f))
     wall_file = os.path.join(out, "wall.json")
     timing = json.load(open(wall_file)) if os.path.exists(wall_file) else {}
+    code = re.search(r"commit ([0-9a-f]{7,40})", timing.get("command", ""))
     return {"wall": timing.get("wall_seconds"), "conditions": timing.get("conditions", "not recorded"),
+            "code": code.group(1)[:7] if code else "-", "ema": cfg["settings"].get("ema") or 0.0,
             "auc": m["auc"], "acc": m["acc"], "best_epoch": m.get("best_epoch"), "epochs": epochs,
             "requested": cfg["settings"].get("epochs"), "ensemble": cfg["settings"].get("ensemble") or 1,
             "train_seconds": m.get("train_seconds")}
@@ -69,8 +78,8 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     summary = ["| dataset | test AUC (mean +- std) | test ACC (mean +- std) | seeds | wall s / run (max) | "
                "ResNet-18 (28) AUC / ACC | AutoML Vision AUC / ACC |", "|---|---|---|---|---|---|---|"]
-    per_run = ["| dataset | seed | test AUC | test ACC | ensemble members | epochs trained (recipe) | best epoch | "
-               "wall s | machine shared with |", "|---|---|---|---|---|---|---|---|---|"]
+    per_run = ["| dataset | seed | test AUC | test ACC | ensemble members | EMA decay | epochs trained (recipe) | "
+               "best epoch | wall s | code | machine shared with |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.datasets.split(","):
         rows = []
         for seed in seeds:
@@ -81,8 +90,10 @@ def main():
             rows.append(r)
             wall = "n/a" if r["wall"] is None else f"{r['wall']:.0f}"
             print(f"{name} seed {seed}: AUC {r['auc']:.4f}  ACC {r['acc']:.4f}  {wall}s", flush=True)
-            per_run.append(f"| {name} | {seed} | {r['auc']:.4f} | {r['acc']:.4f} | {r['ensemble']} | "
-                           f"{r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | {r['conditions']} |")
+            ema = f"{r['ema']:.4g}" if r["ema"] else "off"
+            per_run.append(f"| {name} | {seed} | {r['auc']:.4f} | {r['acc']:.4f} | {r['ensemble']} | {ema} | "
+                           f"{r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | {r['code']} | "
+                           f"{r['conditions']} |")
         aucs, accs = [r["auc"] for r in rows], [r["acc"] for r in rows]
         walls = [r["wall"] if r["wall"] is not None else r["train_seconds"] for r in rows]
         b = BASELINES.get(name, {})

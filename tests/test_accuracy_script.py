@@ -14,7 +14,10 @@ def test_reuse_summarises_run_directories(tmp_path):
         out = tmp_path / f"synthetic-seed{seed}"
         train_run({"dataset": "synthetic", "subset": 64, "model": "simplecnn", "epochs": 1, "batch_size": 32,
                    "seed": seed, "ensemble": 1, "out": str(out)}, log=None, quiet=True)
-        (out / "wall.json").write_text(json.dumps({"wall_seconds": 12.5 + seed, "conditions": "a test"}))
+        wall = {"wall_seconds": 12.5 + seed, "conditions": "a test"}
+        if seed == 0:
+            wall["command"] = "python -m tinycnn train --dataset synthetic (code of commit abc1234)"
+        (out / "wall.json").write_text(json.dumps(wall))
     md = tmp_path / "results.md"
     res = subprocess.run([sys.executable, "examples/accuracy.py", "--reuse", "--datasets", "synthetic", "--seeds",
                           "0,1", "--out", str(tmp_path), "--markdown", str(md)], cwd=ROOT, capture_output=True,
@@ -24,4 +27,6 @@ def test_reuse_summarises_run_directories(tmp_path):
     text = md.read_text()
     assert "do not edit by hand" in text
     assert f"| synthetic | 0 | {aucs[0]:.4f} |" in text and f"| synthetic | 1 | {aucs[1]:.4f} |" in text
-    assert "| 1 | 1 (1) |" in text and "| 12 | a test |" in text and "| 13 (14) |" in text   # mean (max) wall
+    # members, EMA decay (the small-set recipe: 1 - 1/10), epochs (recipe), wall, code commit, conditions
+    assert "| 1 | 0.9 | 1 (1) |" in text and "| 12 | abc1234 | a test |" in text and "| 14 | - | a test |" in text
+    assert "| 13 (14) |" in text   # mean (max) wall
