@@ -12,8 +12,9 @@ library's thread pools exist in the other's process. (In one process PyTorch's O
 spin after each parallel region, took cores from tinycnn's next kernels: a tinycnn step took 46-50 ms
 alone but 59-72 ms next to PyTorch, 2 threads.)
 
-The parent drives the repetitions: it asks one worker for one timed sample of one variant, waits for
-the answer, then waits until that worker's threads have gone idle, then asks the next. "Idle" is
+The parent drives the repetitions: it asks one worker for one timed sample of one variant (by default
+one untimed step and then the timed one, `--lead 1`, so the timed step finds its threads and caches
+as in a training loop, not after a long idle wait), waits for the answer, then waits until that worker's threads have gone idle, then asks the next. "Idle" is
 measured, not guessed: the parent sums the on-CPU time of every thread of the worker
 (/proc/PID/task/*/schedstat) and waits until it grows by less than 2% of a core over a 20 ms window
 (at least --gap seconds, default 0.1; at most 2 s; on systems without /proc it just sleeps --gap). The
@@ -232,12 +233,14 @@ def _worker(library: str, threads: int, batch: int, weights_path: str) -> int:
              "thread_settings": sys.modules["tinycnn._threads"].applied() if "tinycnn" in libraries else {}}
     proto.write(json.dumps(hello) + "\n")
     for line in sys.stdin:
-        name = line.strip()
+        name, _, lead = line.strip().partition(" ")
         if name == "quit":
             break
         fn, training, model = variants[name]
         if model is not None:
             model.train(training)
+        for _ in range(int(lead or 0)):     # untimed lead-in steps: threads and caches as in a loop
+            fn()
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
@@ -298,8 +301,8 @@ class _Worker:
         self.hello = self._read()
         return self.hello
 
-    def sample(self, name: str) -> float:
-        self.proc.stdin.write(name + "\n")
+    def sample(self, name: str, lead: int = 0) -> float:
+        self.proc.stdin.write(f"{name} {lead}\n")
         return self._read()["dt"]
 
     def close(self):
@@ -312,7 +315,8 @@ class _Worker:
             self.proc.wait(timeout=30)
 
 
-def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_process: bool) -> dict:
+def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_process: bool,
+             lead: int = 1) -> dict:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -342,7 +346,7 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
                 k = rnd % len(order)
                 for name in order[k:] + order[:k]:
                     w = owner[name]
-                    dt = w.sample(name)
+                    dt = w.sample(name, lead)
                     idle[w.library].append(wait_idle(w.proc.pid, gap))
                     if rnd >= warmup:
                         times[name].append(dt)
@@ -351,8 +355,8 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
                 w.close()
     first = next(iter(hellos.values()))
     gemms = next(h["gemms"] for h in hellos.values() if h["gemms"] is not None)
-    return {"threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "times": times,
-            "gemms": gemms, "mode": "same process" if same_process else "one worker process per library",
+    return {"threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "lead": lead,
+            "times": times, "gemms": gemms, "mode": "same process" if same_process else "one worker process per library",
             "worker_modules": {lib: h["modules"] for lib, h in hellos.items()},
             "thread_settings": {lib: h["thread_settings"] for lib, h in hellos.items()},
             "logits_max_abs_diff": diff,
@@ -370,7 +374,7 @@ def _report(result: dict) -> dict:
     waits = ", ".join(f"{lib} {1e3 * m:.0f} ms (max {1e3 * result['idle_wait_max_s'][lib]:.0f})"
                       for lib, m in result["idle_wait_s"].items())
     print(f"\n== threads={result['threads']} (BLAS limited by {result['limiter']}), batch {result['batch']}, "
-          f"{result['reps']} timed reps, {result['mode']}, interleaved ==")
+          f"{result['reps']} timed reps (each after {result['lead']} untimed), {result['mode']}, interleaved ==")
     print(f"idle wait after a sample (median): {waits}; eval logits max |tinycnn - torch| "
           f"{result['logits_max_abs_diff']:.2g}")
     print(f"{'variant':28s} {'median ms':>10s} {'min..max ms':>18s} {'IQR ms':>16s}")
@@ -402,14 +406,17 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--gap", type=float, default=0.1,
                    help="least seconds between two samples; the wait goes on until the last worker is idle")
+    p.add_argument("--lead", type=int, default=1,
+                   help="untimed steps run right before each timed one, in the same request (default 1)")
     p.add_argument("--same-process", action="store_true",
                    help="both libraries in one worker process (the previous harness's setting)")
     p.add_argument("--json", help="also write all timings to this JSON file")
     p.add_argument("--worker", choices=("tinycnn", "torch", "both"), help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.reps < 1 or args.warmup < 0 or args.gap < 0:
-        p.error(f"--reps must be >= 1, --warmup and --gap >= 0, got {args.reps}, {args.warmup}, {args.gap}")
+    if args.reps < 1 or args.warmup < 0 or args.gap < 0 or args.lead < 0:
+        p.error(f"--reps must be >= 1, --warmup, --gap and --lead >= 0, got {args.reps}, {args.warmup}, "
+                f"{args.gap}, {args.lead}")
 
     if args.worker is not None:
         return _worker(args.worker, int(args.threads), args.batch, args.weights)
@@ -417,7 +424,7 @@ def main(argv=None) -> int:
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    out = [_report(_measure(n, args.reps, args.warmup, args.batch, args.gap, args.same_process))
+    out = [_report(_measure(n, args.reps, args.warmup, args.batch, args.gap, args.same_process, args.lead))
            for n in threads]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
