@@ -8,23 +8,24 @@ For each thread count the parent starts two worker processes with the same threa
 (OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS in the environment, then torch.set_num_threads,
 numba.set_num_threads and, when installed, threadpoolctl): one imports only tinycnn (its steps and
 the GEMM floor), the other only PyTorch (its steps, default and channels_last layout). So neither
-library's thread pools exist in the other's process. (In one process PyTorch's OpenMP workers, which
+library's thread pools exist in the other's process, and tinycnn's worker lets tinycnn start Numba's
+pool (idle workers sleep) before limiting it, as a training run does. (In one process PyTorch's OpenMP workers, which
 spin after each parallel region, took cores from tinycnn's next kernels: a tinycnn step took 46-50 ms
 alone but 59-72 ms next to PyTorch, 2 threads.)
 
 The parent drives the repetitions: it asks one worker for one timed sample of one variant (by default
-one untimed step and then the timed one, `--lead 1`, so the timed step finds its threads and caches
-as in a training loop, not after a long idle wait), waits for the answer, then waits until that worker's threads have gone idle, then asks the next. "Idle" is
-measured, not guessed: the parent sums the on-CPU time of every thread of the worker
-(/proc/PID/task/*/schedstat) and waits until it grows by less than 2% of a core over a 20 ms window
-(at least --gap seconds, default 0.1; at most 2 s; on systems without /proc it just sleeps --gap). The
-waits are reported (median per library). Measured on the 2-core machine with 2 threads: PyTorch's
-workers kept running for up to ~26 ms after a step returned (GNU OpenMP's spin-wait), tinycnn's for
-~5-10 ms (its idle OpenBLAS and OpenMP workers sleep, tinycnn/_threads.py); the Intel OpenMP default
-of 200 ms (KMP_BLOCKTIME) does not apply, as PyTorch's CPU wheel uses GNU OpenMP. Each round runs every variant once, in an order rotated by one from
-round to round, so every variant goes first in turn and a slow moment of a shared machine hits all
-of them alike. Reported: median, spread (min..max and interquartile range) and tinycnn / reference
-ratios of the medians.
+one untimed step and then the timed one, `--lead 1`, so the timed step finds its threads and caches as
+in a training loop, not after a long idle wait), waits for the answer, then waits until that worker's
+threads have gone idle, then asks the next. "Idle" is measured, not guessed: the parent sums the on-CPU
+time of every thread of the worker (/proc/PID/task/*/schedstat) and waits until it grows by less than 2%
+of a core over a 20 ms window (at least --gap seconds, default 0.1; at most 2 s; on systems without
+/proc it just sleeps --gap). The waits are reported (median per library). Measured on the 2-core machine
+with 2 threads: PyTorch's workers kept running for up to ~26 ms after a step returned (GNU OpenMP's
+spin-wait), tinycnn's for ~5-10 ms (its idle OpenBLAS and OpenMP workers sleep, tinycnn/_threads.py);
+the Intel OpenMP default of 200 ms (KMP_BLOCKTIME) does not apply, as PyTorch's CPU wheel uses GNU
+OpenMP. Each round runs every variant once, in an order rotated by one from round to round, so every
+variant goes first in turn and a slow moment of a shared machine hits all of them alike. Reported:
+median, spread (min..max and interquartile range) and tinycnn / reference ratios of the medians.
 
 Before anything is timed both workers compute the eval logits of the same batch from the same
 weights (drawn here with NumPy: PyTorch's default U(+-1/sqrt(fan_in)) initialisation), and the run
@@ -356,7 +357,8 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
     first = next(iter(hellos.values()))
     gemms = next(h["gemms"] for h in hellos.values() if h["gemms"] is not None)
     return {"threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "lead": lead,
-            "times": times, "gemms": gemms, "mode": "same process" if same_process else "one worker process per library",
+            "times": times, "gemms": gemms,
+            "mode": "same process" if same_process else "one worker process per library",
             "worker_modules": {lib: h["modules"] for lib, h in hellos.items()},
             "thread_settings": {lib: h["thread_settings"] for lib, h in hellos.items()},
             "logits_max_abs_diff": diff,
