@@ -1,4 +1,5 @@
 """Smoke tests of the benchmark harness (tinycnn.bench): checking before timing, JSON, plots, CLI."""
+import os
 import json
 import math
 
@@ -158,3 +159,17 @@ def test_model_steps_checked_against_torch_then_timed():
     assert ours["status"] == "ok" and ours["max_rel_err"] < 2e-3      # logits, loss and all gradients
     assert ours["n"] == 1 and ours["ratio_vs_torch"] > 0 and ours["cold_fwd_bwd_s"] > 0
     assert "simplecnn" in report.e2e_table(recs) and "first forward+backward" in report.cold_table(recs)
+
+
+def test_set_threads_starts_numbas_pool_with_sleeping_workers():
+    """bench's --threads must not let numba.set_num_threads start Numba's pool with spinning workers
+    (they took the other core from every GEMM): tinycnn starts it first, with OMP_WAIT_POLICY=passive."""
+    import subprocess
+    import sys
+    code = ("import json, tinycnn._threads as t, tinycnn.bench.machine as m; got = m.set_threads(1); "
+            "print(json.dumps([t.applied(), got]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "TINYCNN_THREAD_TUNING")}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    applied, got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert applied.get("OMP_WAIT_POLICY") == "passive" and got["numba"] == 1

@@ -71,6 +71,11 @@ def set_threads(n: int | None) -> dict:
             got["blas"] = "unchanged (threadpoolctl not installed)"
         try:
             import numba  # noqa: PLC0415
+
+            from tinycnn import _threads  # noqa: PLC0415
+            # set_num_threads starts Numba's pool if nothing has; started here instead, its idle
+            # OpenMP workers sleep rather than spin and steal the other core from BLAS
+            _threads.start_numba_threads()
             numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
             got["numba"] = numba.get_num_threads()
         except ImportError:
