@@ -173,3 +173,37 @@ def test_set_threads_starts_numbas_pool_with_sleeping_workers():
     assert res.returncode == 0, res.stderr
     applied, got = json.loads(res.stdout.strip().splitlines()[-1])
     assert applied.get("OMP_WAIT_POLICY") == "passive" and got["numba"] == 1
+
+
+def test_torch_replica_script_trains_all_three_variants(tmp_path, data_dir):
+    """benchmarks/torch_replica.py: the same batches through tinycnn and PyTorch; the PyTorch twin of the
+    VGG starts from tinycnn's weights exactly and gives the same eval output for them."""
+    import subprocess
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(bench_root()))
+    import torch_replica
+    from tinycnn.models import get_model
+
+    ours = get_model("vgg", in_channels=1, num_classes=2).eval()
+    twin = torch_replica.torch_vgg(1, 2)
+    twin.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    x = np.random.default_rng(0).normal(size=(3, 1, 28, 28)).astype(np.float32)
+    import tinycnn
+    np.testing.assert_allclose(twin.eval()(torch.tensor(x)).detach().numpy(), ours(tinycnn.tensor(x)).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    res = subprocess.run([sys.executable, str(bench_root() / "torch_replica.py"), "--data-dir", str(data_dir),
+                          "--seeds", "0", "--epochs", "2", "--out", str(tmp_path), "--threads", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads((tmp_path / "torch_replica.json").read_text())
+    assert set(out["runs"]) == {"tinycnn", "torch_same_init", "torch_default_init"}
+    for runs in out["runs"].values():
+        assert len(runs[0]["history"]) == 2 and 0 <= runs[0]["val_auc_2nd_half"] <= 1
+
+
+def bench_root():
+    from pathlib import Path
+    return Path(__file__).resolve().parents[1] / "benchmarks"
