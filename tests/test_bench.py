@@ -183,9 +183,9 @@ def test_torch_replica_script_trains_all_three_variants(tmp_path, data_dir):
 
     import torch
 
-    sys.path.insert(0, str(bench_root()))
-    import torch_replica
     from tinycnn.models import get_model
+    sys.path.insert(0, str(bench_root().parent))
+    from benchmarks import torch_replica
 
     ours = get_model("vgg", in_channels=1, num_classes=2).eval()
     twin = torch_replica.torch_vgg(1, 2)

@@ -4,8 +4,14 @@ import pytest
 import torch
 import torch.nn as tnn
 
+import sys
+from pathlib import Path
+
 import tinycnn
 from tinycnn.models import get_model, get_submodule, list_models, replace_submodule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import torch_replica  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------- torch twins
@@ -24,23 +30,8 @@ class TorchSimpleCNN(tnn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
-class TorchVGG(tnn.Module):
-    def __init__(self, c, k):
-        super().__init__()
-        layers, cin = [], c
-        for v in (32, 32, "M", 64, 64, "M", 128, "M"):
-            if v == "M":
-                layers.append(tnn.MaxPool2d(2))
-            else:
-                layers += [tnn.Conv2d(cin, v, 3, padding=1, bias=False), tnn.BatchNorm2d(v), tnn.ReLU()]
-                cin = v
-        self.features = tnn.Sequential(*layers)
-        self.pool = tnn.AdaptiveAvgPool2d(1)
-        self.flatten = tnn.Flatten(1)
-        self.classifier = tnn.Sequential(tnn.Dropout(0.3), tnn.Linear(cin, k))
-
-    def forward(self, x):
-        return self.classifier(self.flatten(self.pool(self.features(x))))
+# the PyTorch twin of SmallVGG lives with the script that trains both on the same batches
+TorchVGG = torch_replica.torch_vgg
 
 
 class TorchBlock(tnn.Module):
