@@ -31,14 +31,16 @@ sys.path.insert(0, os.path.join(HERE, "..", "examples"))
 
 
 def torch_vgg(in_channels, num_classes):
-    """PyTorch twin of tinycnn.models.SmallVGG with the same state_dict names."""
+    """PyTorch twin of tinycnn.models.SmallVGG with the same state_dict names, built from its layer plan."""
     import torch.nn as tnn
+
+    from tinycnn.models.vgg import _PLAN
 
     class VGG(tnn.Module):
         def __init__(self):
             super().__init__()
             layers, c = [], in_channels
-            for v in (32, 32, "M", 64, 64, "M", 128, "M"):
+            for v in _PLAN:
                 if v == "M":
                     layers.append(tnn.MaxPool2d(2))
                 else:

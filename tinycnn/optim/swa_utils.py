@@ -30,11 +30,15 @@ from ..nn.module import Module
 __all__ = ["AveragedModel", "get_ema_multi_avg_fn", "get_swa_multi_avg_fn", "get_ema_avg_fn", "get_swa_avg_fn"]
 
 
-def get_ema_multi_avg_fn(decay: float = 0.999):
-    """In-place EMA of lists of arrays: ``avg += (1 - decay) * (cur - avg)`` for each pair."""
+def _check_decay(decay) -> float:
     if not 0.0 <= float(decay) <= 1.0:
         raise ValueError(f"decay must be in [0, 1], got {decay}")
-    w = 1.0 - float(decay)
+    return float(decay)
+
+
+def get_ema_multi_avg_fn(decay: float = 0.999):
+    """In-place EMA of lists of arrays: ``avg += (1 - decay) * (cur - avg)`` for each pair."""
+    w = 1.0 - _check_decay(decay)
 
     def ema_update(averaged: list, current: list, num_averaged) -> None:
         for a, c in zip(averaged, current):
@@ -54,9 +58,8 @@ def get_swa_multi_avg_fn():
 
 def get_ema_avg_fn(decay: float = 0.999):
     """Out-of-place EMA of one array: returns ``decay * avg + (1 - decay) * cur``."""
-    if not 0.0 <= float(decay) <= 1.0:
-        raise ValueError(f"decay must be in [0, 1], got {decay}")
-    return lambda avg, cur, num_averaged: avg + (cur - avg) * avg.dtype.type(1.0 - decay)
+    w = 1.0 - _check_decay(decay)
+    return lambda avg, cur, num_averaged: avg + (cur - avg) * avg.dtype.type(w)
 
 
 def get_swa_avg_fn():
