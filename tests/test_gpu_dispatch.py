@@ -100,6 +100,40 @@ def test_gemm_policy():
         cuda_common.set_gemm("auto")
 
 
+def test_gemm_override_restores_the_policy():
+    cuda_common.set_gemm("cublas")
+    try:
+        with cuda_common.gemm_override("ours"):
+            assert cuda_common.gemm_policy() == "ours"
+        assert cuda_common.gemm_policy() == "cublas"
+        with pytest.raises(RuntimeError), cuda_common.gemm_override("ours"):
+            raise RuntimeError("boom")
+        assert cuda_common.gemm_policy() == "cublas"
+    finally:
+        cuda_common.set_gemm("auto")
+
+
+@pytest.mark.parametrize("m,n,k", [(32, 9, 100352), (64, 288, 25088), (128, 128, 3136), (2048, 2048, 2048),
+                                   (3, 2, 600), (5, 5, 511), (1, 1, 10**7)])
+@pytest.mark.parametrize("bm,bk", [(64, 16), (128, 8)])
+def test_gemm_split_covers_k_in_aligned_chunks(m, n, k, bm, bk):
+    s, kc = cuda_common.gemm_split(m, n, k, bm, bm, bk)
+    tiles = -(-m // bm) * -(-n // bm)
+    if s == 1:
+        assert kc == k
+        assert tiles >= cuda_common.SPLITK_TARGET_BLOCKS or k < 2 * cuda_common.SPLITK_MIN_CHUNK
+        return
+    assert kc % bk == 0 and kc >= cuda_common.SPLITK_MIN_CHUNK
+    assert (s - 1) * kc < k <= s * kc                     # every k in exactly one slice, none empty
+    assert tiles * s <= 2 * cuda_common.SPLITK_TARGET_BLOCKS
+
+
+def test_gemm_split_leaves_big_or_short_gemms_alone():
+    assert cuda_common.gemm_split(2048, 2048, 2048, 128, 128, 8) == (1, 2048)
+    assert cuda_common.gemm_split(4, 4, 300, 64, 64, 16) == (1, 300)
+    assert cuda_common.gemm_split(32, 9, 100352, 64, 64, 16)[0] > 100   # conv1's weight gradient
+
+
 def test_unloadable_family_says_why(monkeypatch, gpu_family):
     monkeypatch.setitem(backends._FAMILY_MODULES, "numba_cuda", "tinycnn.backends._no_such_module")
     monkeypatch.setattr(backends, "_registry", {k: v for k, v in backends._registry.items() if k[1] != "numba_cuda"})

@@ -3,6 +3,7 @@ which records one call of a training step as a CUDA graph and replays it with on
 from __future__ import annotations
 
 from . import backends
+from .backends import cuda_common
 
 __all__ = ["is_available", "device_count", "synchronize", "graph_capture", "CUDAGraph"]
 
@@ -78,6 +79,10 @@ def graph_capture(fn, *args, warmup: int = 2, **kwargs) -> CUDAGraph:
     one more call is recorded with CuPy stream capture (``Stream.begin_capture``) and not executed.
     Replaying the returned `CUDAGraph` costs one launch instead of one per kernel.
 
+    GEMMs run on our own SGEMM (``kernels/gemm.cu`` or its Numba twin) during the warm-up and the
+    capture, whatever ``TINYCNN_GEMM`` says: CuPy refuses cuBLAS calls while a stream is capturing
+    (NotImplementedError), and our kernels are plain launches that a graph can record.
+
     What `fn` may do: launch GPU work only. Host round trips (``.item()``, ``.numpy()``, printing a
     cuda tensor) and host-side state that must change per step are frozen or fail under capture - an
     optimizer step counter must live on the GPU (``adam_step`` accepts a device array for ``step``);
@@ -92,7 +97,7 @@ def graph_capture(fn, *args, warmup: int = 2, **kwargs) -> CUDAGraph:
     stream = cp.cuda.Stream(non_blocking=True)
     pool = cp.cuda.MemoryPool()
     _join(cp, stream, current)
-    with cp.cuda.using_allocator(pool.malloc), stream:
+    with cp.cuda.using_allocator(pool.malloc), stream, cuda_common.gemm_override("ours"):
         for _ in range(warmup):
             fn(*args, **kwargs)
         stream.synchronize()   # once, before capture: the warm-up's frees have reached the pool

@@ -69,8 +69,9 @@ def test_conv2d_forward_and_backward(case, policy, rng):
         cuda_common.set_gemm("auto")
 
 
+# (3, 600, 2) is split into two K slices of 304 and 296 (split-K with the in-order reduction)
 @pytest.mark.parametrize("dtype,shape", [(np.float32, (65, 17, 66)), (np.float64, (9, 33, 5)),
-                                         (np.float32, (3, 0, 4))])
+                                         (np.float32, (3, 0, 4)), (np.float64, (3, 600, 2))])
 def test_our_gemm(dtype, shape, rng, gemm_ours):
     m, k, n = shape
     a = rng.standard_normal((m, k)).astype(dtype)

@@ -6,11 +6,13 @@ counter-based RNG state (seed and offset) that dropout masks are drawn from.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
-__all__ = ["conv_out_size", "pool_out_size", "grid_for", "gemm_policy", "set_gemm", "philox_state",
+__all__ = ["conv_out_size", "pool_out_size", "grid_for", "gemm_policy", "set_gemm", "gemm_override",
+           "gemm_split", "philox_state",
            "philox_seed", "float_suffix", "THREADS"]
 
 THREADS = 256          # threads per block for the elementwise / gather kernels
@@ -61,6 +63,39 @@ def set_gemm(policy: str) -> None:
 def gemm_policy() -> str:
     """'ours' or 'cublas': the GEMM that runs now."""
     return "ours" if _gemm == "ours" else "cublas"
+
+
+@contextlib.contextmanager
+def gemm_override(policy: str):
+    """Run a block with another GEMM policy (``set_gemm``'s choices), restoring the previous one after."""
+    global _gemm
+    prev = _gemm
+    set_gemm(policy)
+    try:
+        yield
+    finally:
+        _gemm = prev
+
+
+# Split-K aims at this many blocks. A constant rather than the GPU's SM count, so that a shape is
+# split the same way, and sums in the same order, on every GPU.
+SPLITK_TARGET_BLOCKS = 256
+SPLITK_MIN_CHUNK = 256   # never give a block fewer k than this: the partial tiles' traffic would dominate
+
+
+def gemm_split(M: int, N: int, K: int, bm: int, bn: int, bk: int) -> tuple[int, int]:
+    """(S, kc): how many slices of K our GEMM runs as blocks along z, and each slice's length.
+
+    S = 1 (kc = K) when the output tiles alone fill the GPU or K is short. Otherwise K is cut into
+    enough slices of a multiple of `bk` to reach about SPLITK_TARGET_BLOCKS blocks, each at least
+    SPLITK_MIN_CHUNK long; a second kernel adds the S partial products in a fixed order.
+    """
+    tiles = -(-M // bm) * -(-N // bn)
+    if tiles >= SPLITK_TARGET_BLOCKS or K < 2 * SPLITK_MIN_CHUNK:
+        return 1, K
+    s = min(-(-SPLITK_TARGET_BLOCKS // tiles), K // SPLITK_MIN_CHUNK)
+    kc = -(-(-(-K // s)) // bk) * bk
+    return -(-K // kc), kc
 
 
 # --------------------------------------------------------------------------- Philox state

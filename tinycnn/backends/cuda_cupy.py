@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import cupy_module, register
-from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_policy, grid_for, philox_state,
-                          pool_out_size)
+from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_policy, gemm_split, grid_for,
+                          philox_state, pool_out_size)
 
 __all__ = ["KERNEL_DIR", "KERNEL_ENTRY_POINTS", "NVRTC_OPTIONS", "GEMM_TILES", "get_module", "get_kernel",
            "kernel_source"]
@@ -51,9 +51,10 @@ KERNEL_ENTRY_POINTS = {
     "elementwise.cu": _both("bias_relu", "dropout_mask", "adam_step") + ("philox_advance", "philox4x32_10_raw"),
     "loss.cu": _both("cross_entropy_forward", "cross_entropy_backward"),
     "batchnorm.cu": _both("batch_norm_forward_train", "batch_norm_backward"),
-    "gemm.cu": ("gemm_f32", "gemm_f64"),
+    "gemm.cu": ("gemm_f32", "gemm_f32_small", "gemm_f64", "gemm_reduce_f32", "gemm_reduce_f64"),
 }
-GEMM_TILES = {"f32": (128, 128), "f64": (64, 64)}   # (BM, BN) of gemm_f32 / gemm_f64 in gemm.cu
+# entry point -> (BM, BN, BK) of its tile in gemm.cu
+GEMM_TILES = {"gemm_f32": (128, 128, 8), "gemm_f32_small": (64, 64, 16), "gemm_f64": (64, 64, 8)}
 _CE_THREADS = 128                                   # CE_THREADS in loss.cu
 _BN_THREADS = 256                                   # BN_THREADS in batchnorm.cu
 
@@ -107,9 +108,23 @@ def _our_gemm(cp, a, b, out=None):
         if K == 0:
             c.fill(0)
         else:
-            bm, bn = GEMM_TILES[suf]
-            get_kernel(f"gemm_{suf}")(((N + bn - 1) // bn, (M + bm - 1) // bm), (256,), (a, b, c) + _i32(M, N, K))
+            name = _gemm_entry(suf, M, N)
+            bm, bn, bk = GEMM_TILES[name]
+            splits, kc = gemm_split(M, N, K, bm, bn, bk)
+            dst = c if splits == 1 else cp.empty((splits, M, N), dtype=a.dtype)
+            grid = ((N + bn - 1) // bn, (M + bm - 1) // bm, splits)
+            get_kernel(name)(grid, (256,), (a, b, dst) + _i32(M, N, K, kc))
+            if splits > 1:
+                get_kernel(f"gemm_reduce_{suf}")((grid_for(M * N),), (THREADS,),
+                                                 (dst, c, np.int32(splits), np.int64(M * N)))
     return c
+
+
+def _gemm_entry(suf, M, N):
+    """The float GEMM uses 128 x 128 tiles only when C has enough of them to fill the GPU."""
+    if suf == "f64":
+        return "gemm_f64"
+    return "gemm_f32" if -(-M // 128) * -(-N // 128) >= 128 else "gemm_f32_small"
 
 
 def _bmm(cp, a, b):

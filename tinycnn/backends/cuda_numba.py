@@ -23,9 +23,35 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("the 'numba' GPU kernel family needs numba-cuda: "
                       "pip install 'tinycnn[cuda13]' (CUDA 13) or 'tinycnn[cuda12]' (CUDA 12)") from exc
 
+
+def _check_numpy_is_supported():
+    """Fail at load time, with the fix, where numba-cuda cannot compile any kernel with this NumPy.
+
+    numba-cuda up to at least 0.30.4 registers an overload for ``np.row_stack``, which NumPy 2.5
+    removed; the first kernel compile then dies with an AttributeError deep inside numba-cuda.
+    """
+    import importlib
+
+    from numba import config
+
+    if config.ENABLE_CUDASIM:
+        return   # the simulator compiles nothing
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    except ModuleNotFoundError:   # other numba-cuda layouts: nothing to check
+        return
+    except AttributeError as exc:
+        from importlib.metadata import version
+        raise ImportError(f"numba-cuda {version('numba-cuda')} cannot compile kernels with NumPy "
+                          f"{np.__version__} ({exc}): pip install 'numpy<2.5', or a numba-cuda that "
+                          "supports your NumPy") from exc
+
+
+_check_numpy_is_supported()
+
 from . import cupy_module, register
-from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_policy, grid_for, philox_state,
-                          pool_out_size)
+from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_policy, gemm_split, grid_for,
+                          philox_state, pool_out_size)
 
 __all__ = ["KERNEL_SIGNATURES", "philox_raw"]
 
@@ -455,9 +481,11 @@ def _make_gemm(nbtype):
 
     A's and B's 64 x 16 / 16 x 64 slices are staged in shared memory; each thread keeps a 4 x 4 block of
     C in registers at rows ty + 16 i and columns tx + 16 j (conflict-free shared reads, coalesced stores).
+    Split-K (as in kernels/gemm.cu): block z sums k in [z kc, (z+1) kc) into slab z of Cm, which is
+    then a (S, M, N) workspace that gemm_reduce_kernel adds up in order; with S = 1, kc = K and Cm = C.
     """
     @cuda.jit
-    def gemm_kernel(A, B, Cm, M, N, K):
+    def gemm_kernel(A, B, Cm, M, N, K, kc):
         sA = cuda.shared.array((GEMM_BK, GEMM_BM), nbtype)
         sB = cuda.shared.array((GEMM_BK, GEMM_BM), nbtype)
         acc = cuda.local.array((GEMM_R, GEMM_R), nbtype)
@@ -466,20 +494,23 @@ def _make_gemm(nbtype):
         tid = ty * GEMM_T + tx
         row0 = cuda.blockIdx.y * GEMM_BM
         col0 = cuda.blockIdx.x * GEMM_BM
+        k_lo = cuda.blockIdx.z * kc
+        k_hi = min(K, k_lo + kc)
+        slab = cuda.blockIdx.z * M * N
         for i in range(GEMM_R):
             for j in range(GEMM_R):
                 acc[i, j] = 0
-        for k0 in range(0, K, GEMM_BK):
+        for k0 in range(k_lo, k_hi, GEMM_BK):
             for e in range(tid, GEMM_BM * GEMM_BK, GEMM_T * GEMM_T):
                 r = e // GEMM_BK
                 c = e % GEMM_BK
-                if row0 + r < M and k0 + c < K:
+                if row0 + r < M and k0 + c < k_hi:
                     sA[c, r] = A[(row0 + r) * K + k0 + c]
                 else:
                     sA[c, r] = 0
                 r = e // GEMM_BM
                 c = e % GEMM_BM
-                if k0 + r < K and col0 + c < N:
+                if k0 + r < k_hi and col0 + c < N:
                     sB[r, c] = B[(k0 + r) * N + col0 + c]
                 else:
                     sB[r, c] = 0
@@ -496,8 +527,19 @@ def _make_gemm(nbtype):
                 for j in range(GEMM_R):
                     c = col0 + tx + GEMM_T * j
                     if c < N:
-                        Cm[r * N + c] = acc[i, j]
+                        Cm[slab + r * N + c] = acc[i, j]
     return gemm_kernel
+
+
+@cuda.jit
+def gemm_reduce_kernel(W, Cm, S, MN):
+    """Cm[i] = sum over z = 0..S-1 of W[z MN + i], in that order (split-K's second pass)."""
+    start, step = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, MN, step):
+        acc = W[i]
+        for z in range(1, S):
+            acc += W[z * MN + i]
+        Cm[i] = acc
 
 
 gemm_f32_kernel = _make_gemm(float32)
@@ -526,7 +568,8 @@ def _sigs():
             "cross_entropy_backward": (ce_bwd_kernel, (A, int64[::1], A, I, A, A, I, I, float64)),
             "batch_norm_forward_train": (bn_fwd_kernel, (A, A, I, A, I, A, A, A, I, I, I, float64)),
             "batch_norm_backward": (bn_bwd_kernel, (A, A, A, I, A, A, A, A, A, I, I, I)),
-            "gemm": (gemm_f32_kernel if suf == "f32" else gemm_f64_kernel, (A, A, A, I, I, I)),
+            "gemm": (gemm_f32_kernel if suf == "f32" else gemm_f64_kernel, (A, A, A, I, I, I, I)),
+            "gemm_reduce": (gemm_reduce_kernel, (A, A, I, I)),
         }
         for name, (k, sig) in table.items():
             out.setdefault(name, (k, []))[1].append(sig)
@@ -597,8 +640,12 @@ def _our_gemm(a, b, out=None):
         if K == 0:
             c.fill(0)
         else:
-            grid = ((N + GEMM_BM - 1) // GEMM_BM, (M + GEMM_BM - 1) // GEMM_BM)
-            kern[grid, (GEMM_T, GEMM_T), _stream(a)](_dev(a), _dev(b), _dev(c), M, N, K)
+            splits, kc = gemm_split(M, N, K, GEMM_BM, GEMM_BM, GEMM_BK)
+            dst = c if splits == 1 else xp.empty((splits, M, N), dtype=a.dtype)
+            grid = ((N + GEMM_BM - 1) // GEMM_BM, (M + GEMM_BM - 1) // GEMM_BM, splits)
+            kern[grid, (GEMM_T, GEMM_T), _stream(a)](_dev(a), _dev(b), _dev(dst), M, N, K, kc)
+            if splits > 1:
+                _run(gemm_reduce_kernel, M * N, a, dst, c, splits, M * N)
     return c
 
 
