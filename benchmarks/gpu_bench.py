@@ -3,7 +3,7 @@
     python benchmarks/gpu_bench.py [--quick] [--out bench-results/gpu_bench.json]
 
 Prints, with the card's name:
-  * conv2d forward: ours (CUDA C and Numba families, cuBLAS or our GEMM) vs cuDNN via torch;
+  * conv2d forward: ours (CUDA C and Numba families, cuBLAS or our GEMM) vs cuDNN via torch (TF32 off);
   * GEMM 2048^3 float32: our tiled SGEMM (both families) vs cuBLAS (cupy.matmul, TF32 off);
   * reference CNN training step (batch 128, 1x28x28, float32, SGD momentum): tinycnn eager and
     replayed as a CUDA graph (`tinycnn.cuda.graph_capture`) vs torch eager (and torch CUDA graph).
@@ -101,6 +101,9 @@ def conv_forward(results, quick):
     ]
     if quick:
         cases = cases[:2]
+    # float32 against float32: cuDNN would otherwise run these convolutions in TF32 on tensor cores
+    # (PyTorch's default), a 10-bit-mantissa format our kernels do not use
+    torch.backends.cudnn.allow_tf32 = False
     rng = np.random.default_rng(0)
     for name, n, c, h, w, o, k, p in cases:
         x = rng.standard_normal((n, c, h, w)).astype(np.float32)

@@ -135,18 +135,21 @@ def test_relu_and_elementwise(family, rng):
 def test_our_matmul_matches_cublas(dtype, family, rng):
     cp = backends.cupy_module()
     mm = backends.kernel("matmul", cp.zeros(1))
+    eps = np.finfo(dtype).eps
     # the last four are split-K shapes of the reference CNN's step (conv1 / conv2 weight gradients, fc1)
     for m, k, n in [(1, 1, 1), (129, 7, 130), (256, 512, 128), (300, 65, 1),
                     (32, 100352, 9), (64, 25088, 288), (128, 3136, 128), (7, 3000, 5)]:
-        a = cp.asarray(rng.standard_normal((m, k)).astype(dtype))
-        b = cp.asarray(rng.standard_normal((k, n)).astype(dtype))
-        cuda_common.set_gemm("ours")
-        try:
-            ours = mm(a, b)
-        finally:
-            cuda_common.set_gemm("auto")
-        np.testing.assert_allclose(cp.asnumpy(ours), cp.asnumpy(a) @ cp.asnumpy(b), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(cp.asnumpy(ours), cp.asnumpy(mm(a, b)), rtol=1e-4, atol=1e-4)
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        with cuda_common.gemm_override("ours"):
+            ours = cp.asnumpy(mm(cp.asarray(a), cp.asarray(b)))
+        cublas = cp.asnumpy(cp.matmul(cp.asarray(a), cp.asarray(b)))
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        # rounding error of a k-term dot product grows like eps * sqrt(k) * sqrt(sum of squared terms);
+        # a lost or doubled K slice would be off by about sqrt(kc) * |term|, far above this bound
+        bound = 8 * eps * np.sqrt(k) * np.sqrt((a.astype(np.float64) ** 2) @ (b.astype(np.float64) ** 2)) + 1e-30
+        assert np.all(np.abs(ours - want) <= bound), (m, k, n, float(np.max(np.abs(ours - want) / bound)))
+        assert np.all(np.abs(cublas - want) <= bound), (m, k, n, "cuBLAS")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
