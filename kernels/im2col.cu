@@ -8,14 +8,14 @@
 // needs no atomics and gives the same bits every run (and the same summation order as the NumPy
 // reference, which adds the taps one after another).
 
-template <typename T>
-__device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restrict__ cols,
+template <typename T, typename I>
+__device__ __forceinline__ void im2col_body(const T* __restrict__ x, T* __restrict__ cols,
                                             int N, int C, int H, int W, int kH, int kW, int OH, int OW,
                                             int sh, int sw, int ph, int pw, int dh, int dw, int layout) {
-    const long long total = (long long)N * C * kH * kW * OH * OW;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        long long t = i;
+    const I total = (I)N * C * kH * kW * OH * OW;
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        I t = i;
         const int ow = (int)(t % OW); t /= OW;
         const int oh = (int)(t % OH); t /= OH;
         int n, c, kw, kh;
@@ -37,13 +37,23 @@ __device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restri
 }
 
 template <typename T>
-__device__ __forceinline__ void col2im_impl(const T* __restrict__ cols, T* __restrict__ dx,
+__device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restrict__ cols, int N, int C, int H,
+                                            int W, int kH, int kW, int OH, int OW, int sh, int sw, int ph, int pw,
+                                            int dh, int dw, int layout) {
+    // 32-bit index arithmetic when it fits: 64-bit division costs several times more
+    if ((long long)N * C * kH * kW * OH * OW < (1LL << 31)) im2col_body<T, unsigned>(x, cols, N, C, H, W, kH, kW,
+            OH, OW, sh, sw, ph, pw, dh, dw, layout);
+    else im2col_body<T, long long>(x, cols, N, C, H, W, kH, kW, OH, OW, sh, sw, ph, pw, dh, dw, layout);
+}
+
+template <typename T, typename I>
+__device__ __forceinline__ void col2im_body(const T* __restrict__ cols, T* __restrict__ dx,
                                             int N, int C, int H, int W, int kH, int kW, int OH, int OW,
                                             int sh, int sw, int ph, int pw, int dh, int dw, int layout) {
-    const long long total = (long long)N * C * H * W;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        long long t = i;
+    const I total = (I)N * C * H * W;
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+        I t = i;
         const int w = (int)(t % W); t /= W;
         const int h = (int)(t % H); t /= H;
         const int c = (int)(t % C);
@@ -69,6 +79,16 @@ __device__ __forceinline__ void col2im_impl(const T* __restrict__ cols, T* __res
         }
         dx[i] = acc;
     }
+}
+
+template <typename T>
+__device__ __forceinline__ void col2im_impl(const T* __restrict__ cols, T* __restrict__ dx, int N, int C, int H,
+                                            int W, int kH, int kW, int OH, int OW, int sh, int sw, int ph, int pw,
+                                            int dh, int dw, int layout) {
+    // 32-bit index arithmetic when it fits: 64-bit division costs several times more
+    if ((long long)N * C * H * W < (1LL << 31)) col2im_body<T, unsigned>(cols, dx, N, C, H, W, kH, kW, OH, OW, sh,
+            sw, ph, pw, dh, dw, layout);
+    else col2im_body<T, long long>(cols, dx, N, C, H, W, kH, kW, OH, OW, sh, sw, ph, pw, dh, dw, layout);
 }
 
 #define IM2COL_ENTRY(NAME, T)                                                                           \

@@ -8,16 +8,16 @@ template <> __device__ __forceinline__ double neg_inf<double>() { return __longl
 // idx holds h * W + w of the chosen element of the (H, W) plane; padding is never chosen; ties keep the
 // first element in row-major window order; a NaN replaces the running maximum (PyTorch's rule, as the
 // NumPy reference).
-template <typename T>
-__device__ __forceinline__ void max_pool_fwd_impl(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ idx,
+template <typename T, typename I>
+__device__ __forceinline__ void max_pool_fwd_body(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ idx,
                                                   int NC, int H, int W, int OH, int OW, int kH, int kW,
                                                   int sh, int sw, int ph, int pw) {
-    const long long total = (long long)NC * OH * OW;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    const I total = (I)NC * OH * OW;
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const int ow = (int)(i % OW);
         const int oh = (int)((i / OW) % OH);
-        const long long plane = i / ((long long)OH * OW);
+        const long long plane = (long long)(i / ((I)OH * OW));
         const T* xp = x + plane * H * W;
         T best = neg_inf<T>();
         int bidx = -1;
@@ -40,17 +40,27 @@ __device__ __forceinline__ void max_pool_fwd_impl(const T* __restrict__ x, T* __
     }
 }
 
-// Gather form: needs the window geometry to find the outputs whose window covers (h, w).
 template <typename T>
-__device__ __forceinline__ void max_pool_bwd_gather_impl(const T* __restrict__ gy, const int* __restrict__ idx,
+__device__ __forceinline__ void max_pool_fwd_impl(const T* __restrict__ x, T* __restrict__ y,
+                                                  int* __restrict__ idx, int NC, int H, int W, int OH, int OW,
+                                                  int kH, int kW, int sh, int sw, int ph, int pw) {
+    // 32-bit index arithmetic when it fits: 64-bit division costs several times more
+    if ((long long)NC * OH * OW < (1LL << 31)) max_pool_fwd_body<T, unsigned>(x, y, idx, NC, H, W, OH, OW, kH, kW,
+            sh, sw, ph, pw);
+    else max_pool_fwd_body<T, long long>(x, y, idx, NC, H, W, OH, OW, kH, kW, sh, sw, ph, pw);
+}
+
+// Gather form: needs the window geometry to find the outputs whose window covers (h, w).
+template <typename T, typename I>
+__device__ __forceinline__ void max_pool_bwd_gather_body(const T* __restrict__ gy, const int* __restrict__ idx,
                                                          T* __restrict__ dx, int NC, int H, int W, int OH, int OW,
                                                          int kH, int kW, int sh, int sw, int ph, int pw) {
-    const long long total = (long long)NC * H * W;
-    const long long step = (long long)blockDim.x * gridDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    const I total = (I)NC * H * W;
+    const I step = (I)blockDim.x * gridDim.x;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const int w = (int)(i % W);
         const int h = (int)((i / W) % H);
-        const long long plane = i / ((long long)H * W);
+        const long long plane = (long long)(i / ((I)H * W));
         const int me = h * W + w;
         // outputs oh with oh*sh - ph <= h <= oh*sh - ph + kH - 1
         int oh_lo = h + ph - kH + 1; oh_lo = oh_lo <= 0 ? 0 : (oh_lo + sh - 1) / sh;
@@ -66,6 +76,16 @@ __device__ __forceinline__ void max_pool_bwd_gather_impl(const T* __restrict__ g
             }
         dx[i] = acc;
     }
+}
+
+template <typename T>
+__device__ __forceinline__ void max_pool_bwd_gather_impl(const T* __restrict__ gy, const int* __restrict__ idx,
+                                                         T* __restrict__ dx, int NC, int H, int W, int OH, int OW,
+                                                         int kH, int kW, int sh, int sw, int ph, int pw) {
+    // 32-bit index arithmetic when it fits: 64-bit division costs several times more
+    if ((long long)NC * H * W < (1LL << 31)) max_pool_bwd_gather_body<T, unsigned>(gy, idx, dx, NC, H, W, OH, OW,
+            kH, kW, sh, sw, ph, pw);
+    else max_pool_bwd_gather_body<T, long long>(gy, idx, dx, NC, H, W, OH, OW, kH, kW, sh, sw, ph, pw);
 }
 
 // Without the geometry (the docs/kernels.md signature): one thread per (n, c) plane adds its outputs in
@@ -84,16 +104,16 @@ __device__ __forceinline__ void max_pool_bwd_plane_impl(const T* __restrict__ gy
 }
 
 // count_include_pad=True: divide by kH*kW always.
-template <typename T>
-__device__ __forceinline__ void avg_pool_fwd_impl(const T* __restrict__ x, T* __restrict__ y, int NC, int H, int W,
+template <typename T, typename I>
+__device__ __forceinline__ void avg_pool_fwd_body(const T* __restrict__ x, T* __restrict__ y, int NC, int H, int W,
                                                   int OH, int OW, int kH, int kW, int sh, int sw, int ph, int pw) {
-    const long long total = (long long)NC * OH * OW;
-    const long long step = (long long)blockDim.x * gridDim.x;
+    const I total = (I)NC * OH * OW;
+    const I step = (I)blockDim.x * gridDim.x;
     const T inv = T(1) / T(kH * kW);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const int ow = (int)(i % OW);
         const int oh = (int)((i / OW) % OH);
-        const long long plane = i / ((long long)OH * OW);
+        const long long plane = (long long)(i / ((I)OH * OW));
         const T* xp = x + plane * H * W;
         const int h0 = oh * sh - ph, w0 = ow * sw - pw;
         T acc = T(0);
@@ -111,15 +131,25 @@ __device__ __forceinline__ void avg_pool_fwd_impl(const T* __restrict__ x, T* __
 }
 
 template <typename T>
-__device__ __forceinline__ void avg_pool_bwd_impl(const T* __restrict__ gy, T* __restrict__ dx, int NC, int H, int W,
+__device__ __forceinline__ void avg_pool_fwd_impl(const T* __restrict__ x, T* __restrict__ y, int NC, int H,
+                                                  int W, int OH, int OW, int kH, int kW, int sh, int sw, int ph,
+                                                  int pw) {
+    // 32-bit index arithmetic when it fits: 64-bit division costs several times more
+    if ((long long)NC * OH * OW < (1LL << 31)) avg_pool_fwd_body<T, unsigned>(x, y, NC, H, W, OH, OW, kH, kW, sh,
+            sw, ph, pw);
+    else avg_pool_fwd_body<T, long long>(x, y, NC, H, W, OH, OW, kH, kW, sh, sw, ph, pw);
+}
+
+template <typename T, typename I>
+__device__ __forceinline__ void avg_pool_bwd_body(const T* __restrict__ gy, T* __restrict__ dx, int NC, int H, int W,
                                                   int OH, int OW, int kH, int kW, int sh, int sw, int ph, int pw) {
-    const long long total = (long long)NC * H * W;
-    const long long step = (long long)blockDim.x * gridDim.x;
+    const I total = (I)NC * H * W;
+    const I step = (I)blockDim.x * gridDim.x;
     const T inv = T(1) / T(kH * kW);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
         const int w = (int)(i % W);
         const int h = (int)((i / W) % H);
-        const long long plane = i / ((long long)H * W);
+        const long long plane = (long long)(i / ((I)H * W));
         int oh_lo = h + ph - kH + 1; oh_lo = oh_lo <= 0 ? 0 : (oh_lo + sh - 1) / sh;
         int oh_hi = (h + ph) / sh; if (oh_hi > OH - 1) oh_hi = OH - 1;
         int ow_lo = w + pw - kW + 1; ow_lo = ow_lo <= 0 ? 0 : (ow_lo + sw - 1) / sw;
@@ -130,6 +160,16 @@ __device__ __forceinline__ void avg_pool_bwd_impl(const T* __restrict__ gy, T* _
             for (int ow = ow_lo; ow <= ow_hi; ++ow) acc += gy[base + (long long)oh * OW + ow];
         dx[i] = acc * inv;
     }
+}
+
+template <typename T>
+__device__ __forceinline__ void avg_pool_bwd_impl(const T* __restrict__ gy, T* __restrict__ dx, int NC, int H,
+                                                  int W, int OH, int OW, int kH, int kW, int sh, int sw, int ph,
+                                                  int pw) {
+    // 32-bit index arithmetic when it fits: 64-bit division costs several times more
+    if ((long long)NC * H * W < (1LL << 31)) avg_pool_bwd_body<T, unsigned>(gy, dx, NC, H, W, OH, OW, kH, kW, sh,
+            sw, ph, pw);
+    else avg_pool_bwd_body<T, long long>(gy, dx, NC, H, W, OH, OW, kH, kW, sh, sw, ph, pw);
 }
 
 #define POOL_ENTRIES(SUF, T)                                                                                    \

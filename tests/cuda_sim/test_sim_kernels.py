@@ -69,9 +69,11 @@ def test_conv2d_forward_and_backward(case, policy, rng):
         cuda_common.set_gemm("auto")
 
 
-# (3, 600, 2) is split into two K slices of 304 and 296 (split-K with the in-order reduction)
+# (3, 600, 2) is split into two K slices of 304 and 296 (split-K with the in-order reduction);
+# (130, 9, 129) runs the 128 x 128 float tile (gemm_f32), the others the 64 x 64 ones
 @pytest.mark.parametrize("dtype,shape", [(np.float32, (65, 17, 66)), (np.float64, (9, 33, 5)),
-                                         (np.float32, (3, 0, 4)), (np.float64, (3, 600, 2))])
+                                         (np.float32, (3, 0, 4)), (np.float64, (3, 600, 2)),
+                                         (np.float32, (130, 9, 129))])
 def test_our_gemm(dtype, shape, rng, gemm_ours):
     m, k, n = shape
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -79,6 +81,24 @@ def test_our_gemm(dtype, shape, rng, gemm_ours):
     c = gpu.matmul(a, b)
     assert c.shape == (m, n) and c.dtype == dtype
     close(c, a.astype(np.float64) @ b.astype(np.float64), dtype)
+
+
+def test_our_gemm_batched_on_strided_views_with_split_k(rng):
+    """The batched GEMM of grouped convolutions: a broadcast 2-D A, B and C as strided views of
+    bigger arrays (written in place, nothing outside the view touched), K long enough to be split."""
+    a = rng.standard_normal((2, 5, 520))
+    b_big = rng.standard_normal((2, 2, 520, 4))
+    out_big = np.zeros((2, 2, 5, 4))
+    bm, bk = gpu.GEMM_TILES["gemm_f64"]
+    assert cuda_common.gemm_split(5, 4, 520, bm, bm, bk, 2)[0] == 2
+    got = gpu._our_gemm(a[1], b_big[:, 1], out_big[:, 1])
+    assert got.base is not None and np.shares_memory(got, out_big)
+    close(out_big[:, 1], a[1] @ b_big[:, 1], np.float64)
+    assert not out_big[:, 0].any()
+    # batched A too, without split-K (K = 7), C a fresh array
+    a3 = rng.standard_normal((3, 5, 7)).astype(np.float32)
+    b3 = rng.standard_normal((7, 6)).astype(np.float32)
+    close(gpu._our_gemm(a3, b3), a3.astype(np.float64) @ b3, np.float32)
 
 
 def test_matmul_rejects_bad_shapes():

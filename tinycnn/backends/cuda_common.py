@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["conv_out_size", "pool_out_size", "grid_for", "gemm_policy", "set_gemm", "gemm_override",
-           "gemm_split", "philox_state",
+           "gemm_split", "gemm_entry", "gemm_operands", "GemmShape", "conv2d_forward", "conv2d_backward_data",
+           "conv2d_backward_weight", "philox_state",
            "philox_seed", "float_suffix", "THREADS"]
 
 THREADS = 256          # threads per block for the elementwise / gather kernels
@@ -83,19 +85,143 @@ SPLITK_TARGET_BLOCKS = 256
 SPLITK_MIN_CHUNK = 256   # never give a block fewer k than this: the partial tiles' traffic would dominate
 
 
-def gemm_split(M: int, N: int, K: int, bm: int, bn: int, bk: int) -> tuple[int, int]:
+def gemm_split(M: int, N: int, K: int, bm: int, bn: int, bk: int, batch: int = 1) -> tuple[int, int]:
     """(S, kc): how many slices of K our GEMM runs as blocks along z, and each slice's length.
 
     S = 1 (kc = K) when the output tiles alone fill the GPU or K is short. Otherwise K is cut into
     enough slices of a multiple of `bk` to reach about SPLITK_TARGET_BLOCKS blocks, each at least
     SPLITK_MIN_CHUNK long; a second kernel adds the S partial products in a fixed order.
     """
-    tiles = -(-M // bm) * -(-N // bn)
+    tiles = -(-M // bm) * -(-N // bn) * batch
     if tiles >= SPLITK_TARGET_BLOCKS or K < 2 * SPLITK_MIN_CHUNK:
         return 1, K
     s = min(-(-SPLITK_TARGET_BLOCKS // tiles), K // SPLITK_MIN_CHUNK)
     kc = -(-(-(-K // s)) // bk) * bk
     return -(-K // kc), kc
+
+
+def gemm_entry(suf: str, M: int, N: int) -> str:
+    """Which of our GEMM kernels runs C (M, N): float uses 128 x 128 tiles ('gemm_f32') only when C is
+    at least that large both ways, else 64 x 64 ('gemm_f32_small'), so small C wastes less work."""
+    if suf == "f64":
+        return "gemm_f64"
+    return "gemm_f32" if M >= 128 and N >= 128 else "gemm_f32_small"
+
+
+class GemmShape(NamedTuple):
+    """A batched GEMM C[b] = A[b] @ B[b] as our kernels take it: sizes, and strides in elements."""
+    batch: int
+    M: int
+    N: int
+    K: int
+    sAb: int   # batch strides (0: the matrix is broadcast over the batch)
+    lda: int   # row strides (the column stride is always 1)
+    sBb: int
+    ldb: int
+    sCb: int
+    ldc: int
+
+
+def gemm_operands(xp, a, b, out=None):
+    """Check and describe ``out = a @ b`` for our GEMM kernels: returns (a, b, out, GemmShape).
+
+    a (M, K) or (batch, M, K), b (K, N) or (batch, K, N); a 2-D operand or a batch of 1 is
+    broadcast. Views are used in place when their last axis is contiguous (e.g. ``cols[:, g]`` of a
+    grouped convolution); other layouts are copied. `out` (batch, M, N) or (M, N) may be such a view
+    too; it is allocated when None.
+    """
+    if a.ndim not in (2, 3) or b.ndim not in (2, 3) or a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul needs a (M, K) or (batch, M, K) and b (K, N) or (batch, K, N), "
+                         f"got {a.shape} and {b.shape}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul needs a and b of one dtype, got {a.dtype} and {b.dtype}")
+
+    def usable(x):
+        ok = x.strides[-1] == x.itemsize and all(st >= 0 for st in x.strides)
+        return x if ok else xp.ascontiguousarray(x)
+
+    a, b = usable(a), usable(b)
+    ba = a.shape[0] if a.ndim == 3 else 1
+    bb = b.shape[0] if b.ndim == 3 else 1
+    if ba != bb and 1 not in (ba, bb):
+        raise ValueError(f"matmul batch sizes differ: a {a.shape}, b {b.shape}")
+    batch = max(ba, bb)
+    M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+    want = (batch, M, N) if 3 in (a.ndim, b.ndim) else (M, N)
+    if out is None:
+        out = xp.empty(want, dtype=a.dtype)
+    elif tuple(out.shape) != want or out.dtype != a.dtype or out.strides[-1] != out.itemsize:
+        raise ValueError(f"out must be a {a.dtype} array of shape {want} with a contiguous last axis, "
+                         f"got {out.dtype} {tuple(out.shape)} with strides {out.strides}")
+    it = a.itemsize
+
+    def batch_stride(x, n):
+        return x.strides[0] // it if x.ndim == 3 and n > 1 else 0
+
+    shape = GemmShape(batch, M, N, K, batch_stride(a, ba), a.strides[-2] // it, batch_stride(b, bb),
+                      b.strides[-2] // it, batch_stride(out, batch), out.strides[-2] // it)
+    return a, b, out, shape
+
+
+# --------------------------------------------------------------------------- convolution
+# The orchestration both families share; each passes its own im2col / col2im launcher and GEMM.
+# Forward and backward-data work per sample, in NCHW: cols (N, C*kH*kW, OH*OW) and the output or
+# gradient (N, O, OH*OW) are batches of matrices, so the GEMM reads and writes NCHW directly and no
+# transposing copy is made. Backward-weight sums over the samples, so it runs one long GEMM over
+# cols (C*kH*kW, N*OH*OW) per group (split-K spreads it over the GPU).
+def _matmul(xp, ours, a, b, out=None):
+    """a @ b (2-D or batched, broadcasting) with the selected GEMM: cuBLAS (xp.matmul) or ours."""
+    if gemm_policy() == "cublas":
+        return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
+    return ours(a, b, out)
+
+
+def _per_group(xp, ours, w_g, rhs, out):
+    """out[:, g] = w_g[g] @ rhs[:, g]: w_g (G, Mg, K), rhs (N, G, K, P), out (N, G, Mg, P)."""
+    if w_g.shape[0] == 1:
+        _matmul(xp, ours, w_g[0], rhs[:, 0], out[:, 0])
+    elif gemm_policy() == "cublas":
+        xp.matmul(w_g[None], rhs, out=out)
+    else:
+        for g in range(w_g.shape[0]):
+            ours(w_g[g], rhs[:, g], out[:, g])
+
+
+def conv2d_forward(xp, im2col, ours, x, w, stride, padding, dilation, groups):
+    """y[n] = W_g @ cols[n, g] for every sample n and group g, written into y (N, O, OH, OW)."""
+    N = x.shape[0]
+    O, Cg, kh, kw = w.shape
+    cols = im2col(x, (kh, kw), stride, padding, dilation, 0)
+    OH, OW = cols.shape[4], cols.shape[5]
+    K, P = Cg * kh * kw, OH * OW
+    y = xp.empty((N, O, OH, OW), dtype=x.dtype)
+    _per_group(xp, ours, xp.ascontiguousarray(w).reshape(groups, O // groups, K), cols.reshape(N, groups, K, P),
+               y.reshape(N, groups, O // groups, P))
+    return y
+
+
+def conv2d_backward_data(xp, col2im, ours, gy, w, x_shape, stride, padding, dilation, groups):
+    """dx = col2im(W_g^T @ gY[n, g]) with gY read in NCHW as a batch of (O/g, OH*OW) matrices."""
+    N, O, OH, OW = gy.shape
+    _, Cg, kh, kw = w.shape
+    K, P = Cg * kh * kw, OH * OW
+    w_t = xp.ascontiguousarray(xp.ascontiguousarray(w).reshape(groups, O // groups, K).transpose(0, 2, 1))
+    dcols = xp.empty((N, groups, K, P), dtype=gy.dtype)
+    _per_group(xp, ours, w_t, xp.ascontiguousarray(gy).reshape(N, groups, O // groups, P), dcols)
+    return col2im(dcols.reshape(N, groups * Cg, kh, kw, OH, OW), x_shape, (kh, kw), stride, padding, dilation, 0)
+
+
+def conv2d_backward_weight(xp, im2col, ours, gy, x, w_shape, stride, padding, dilation, groups):
+    """dW_g = gY_g (O/g, N*OH*OW) @ cols_g^T (N*OH*OW, C/g*kH*kW): a sum over every sample and position."""
+    N, O, OH, OW = gy.shape
+    _, Cg, kh, kw = w_shape
+    K = Cg * kh * kw
+    cols_g = im2col(x, (kh, kw), stride, padding, dilation, 1).reshape(groups, K, N * OH * OW)
+    gy_g = xp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, O // groups, N * OH * OW)
+    dw = xp.empty((groups, O // groups, K), dtype=gy.dtype)
+    for g in range(groups):
+        _matmul(xp, ours, gy_g[g], cols_g[g].T, dw[g])
+    return dw.reshape(tuple(w_shape))
 
 
 # --------------------------------------------------------------------------- Philox state

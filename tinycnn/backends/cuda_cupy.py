@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cupy_module, register
-from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_policy, gemm_split, grid_for,
-                          philox_state, pool_out_size)
+from . import cuda_common, cupy_module, register
+from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_entry, gemm_operands, gemm_policy,
+                          gemm_split, grid_for, philox_state, pool_out_size)
 
 __all__ = ["KERNEL_DIR", "KERNEL_ENTRY_POINTS", "NVRTC_OPTIONS", "GEMM_TILES", "get_module", "get_kernel",
            "kernel_source"]
@@ -89,6 +89,10 @@ def _i32(*vals):
     return tuple(np.int32(v) for v in vals)
 
 
+def _i64(*vals):
+    return tuple(np.int64(v) for v in vals)
+
+
 def _launch(name, n, args, threads=THREADS):
     get_kernel(name)((grid_for(n, threads),), (threads,), args)
 
@@ -99,41 +103,22 @@ def _contig(cp, a):
 
 # --------------------------------------------------------------------------- GEMM
 def _our_gemm(cp, a, b, out=None):
-    a, b = _contig(cp, a), _contig(cp, b)
-    M, K = a.shape
-    N = b.shape[1]
+    """out = a @ b on our tiled GEMM (kernels/gemm.cu): 2-D or batched operands, strided views in place."""
+    a, b, out, g = gemm_operands(cp, a, b, out)
     suf = float_suffix(a.dtype, "a")
-    c = out if out is not None else cp.empty((M, N), dtype=a.dtype)
-    if M and N:
-        if K == 0:
-            c.fill(0)
-        else:
-            name = _gemm_entry(suf, M, N)
-            bm, bn, bk = GEMM_TILES[name]
-            splits, kc = gemm_split(M, N, K, bm, bn, bk)
-            dst = c if splits == 1 else cp.empty((splits, M, N), dtype=a.dtype)
-            grid = ((N + bn - 1) // bn, (M + bm - 1) // bm, splits)
-            get_kernel(name)(grid, (256,), (a, b, dst) + _i32(M, N, K, kc))
-            if splits > 1:
-                get_kernel(f"gemm_reduce_{suf}")((grid_for(M * N),), (THREADS,),
-                                                 (dst, c, np.int32(splits), np.int64(M * N)))
-    return c
-
-
-def _gemm_entry(suf, M, N):
-    """The float GEMM uses 128 x 128 tiles only when C has enough of them to fill the GPU."""
-    if suf == "f64":
-        return "gemm_f64"
-    return "gemm_f32" if -(-M // 128) * -(-N // 128) >= 128 else "gemm_f32_small"
-
-
-def _bmm(cp, a, b):
-    """(G, M, K) @ (G, K, N) -> (G, M, N) with the selected GEMM."""
-    if gemm_policy() == "cublas":
-        return cp.matmul(a, b)
-    out = cp.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)
-    for g in range(a.shape[0]):
-        _our_gemm(cp, a[g], b[g], out=out[g])
+    if out.size and g.K == 0:
+        out[...] = 0
+    elif out.size:
+        name = gemm_entry(suf, g.M, g.N)
+        bm, bn, bk = GEMM_TILES[name]
+        splits, kc = gemm_split(g.M, g.N, g.K, bm, bn, bk, g.batch)
+        dst = out if splits == 1 else cp.empty((splits, g.batch, g.M, g.N), dtype=a.dtype)
+        grid = ((g.N + bn - 1) // bn, (g.M + bm - 1) // bm, g.batch * splits)
+        get_kernel(name)(grid, (256,), (a, b, dst) + _i32(g.M, g.N, g.K, kc, splits) +
+                         _i64(g.sAb, g.lda, g.sBb, g.ldb, g.sCb, g.ldc))
+        if splits > 1:
+            get_kernel(f"gemm_reduce_{suf}")((grid_for(g.batch * g.M * g.N),), (THREADS,),
+                                             (dst, out) + _i32(splits, g.batch, g.M, g.N) + _i64(g.sCb, g.ldc))
     return out
 
 
@@ -191,46 +176,28 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
 
 
 # --------------------------------------------------------------------------- convolution
-# GEMM layout: cols (C*kH*kW, N*OH*OW), rows grouped by input channel, so group g's rows are one block.
+def _ours(a, b, out=None):
+    return _our_gemm(cupy_module(), a, b, out)
+
+
 @register("conv2d_forward", "cupy")
 def conv2d_forward(x, w, stride, padding, dilation, groups):
-    """y[n, o] = sum_{c in group(o), i, j} w[o, c, i, j] x[n, c, oh*s - p + i*d, ...]: im2col + one GEMM per group."""
-    cp = cupy_module()
-    N = x.shape[0]
-    O, Cg, kh, kw = w.shape
-    cols = _im2col(x, (kh, kw), stride, padding, dilation, 1)
-    OH, OW = cols.shape[4], cols.shape[5]
-    K = Cg * kh * kw
-    y = _bmm(cp, _contig(cp, w).reshape(groups, O // groups, K), cols.reshape(groups, K, N * OH * OW))
-    return cp.ascontiguousarray(y.reshape(O, N, OH, OW).transpose(1, 0, 2, 3))
-
-
-def _gy_matrix(cp, gy, groups):
-    N, O, OH, OW = gy.shape
-    return cp.ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, O // groups, N * OH * OW)
+    """y[n, o] = sum_{c in group(o), i, j} w[o, c, i, j] x[n, c, oh*s - p + i*d, ...]: im2col + GEMM per group."""
+    return cuda_common.conv2d_forward(cupy_module(), _im2col, _ours, x, w, stride, padding, dilation, groups)
 
 
 @register("conv2d_backward_data", "cupy")
 def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
     """dx = col2im(W_g^T @ gY_g): the gradient of conv2d_forward with respect to x."""
-    cp = cupy_module()
-    O, Cg, kh, kw = w.shape
-    K = Cg * kh * kw
-    wg = _contig(cp, w).reshape(groups, O // groups, K)
-    dcols = _bmm(cp, wg.transpose(0, 2, 1), _gy_matrix(cp, gy, groups))
-    return _col2im(dcols, x_shape, (kh, kw), stride, padding, dilation, 1)
+    return cuda_common.conv2d_backward_data(cupy_module(), _col2im, _ours, gy, w, x_shape, stride, padding,
+                                            dilation, groups)
 
 
 @register("conv2d_backward_weight", "cupy")
 def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
     """dW_g = gY_g @ cols_g^T: the gradient of conv2d_forward with respect to w."""
-    cp = cupy_module()
-    O, Cg, kh, kw = w_shape
-    K = Cg * kh * kw
-    cols = _im2col(x, (kh, kw), stride, padding, dilation, 1)
-    cols_g = cols.reshape(groups, K, -1)
-    dw = _bmm(cp, _gy_matrix(cp, gy, groups), cols_g.transpose(0, 2, 1))
-    return dw.reshape(tuple(w_shape))
+    return cuda_common.conv2d_backward_weight(cupy_module(), _im2col, _ours, gy, x, w_shape, stride, padding,
+                                              dilation, groups)
 
 
 # --------------------------------------------------------------------------- pooling

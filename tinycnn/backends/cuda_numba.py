@@ -49,18 +49,16 @@ def _check_numpy_is_supported():
 
 _check_numpy_is_supported()
 
-from . import cupy_module, register
-from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_policy, gemm_split, grid_for,
-                          philox_state, pool_out_size)
+from . import cuda_common, cupy_module, register
+from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_entry, gemm_operands, gemm_policy,
+                          gemm_split, grid_for, philox_state, pool_out_size)
 
 __all__ = ["KERNEL_SIGNATURES", "philox_raw"]
 
 CE_THREADS = 128    # threads per row in the cross-entropy kernels (a power of two)
 BN_THREADS = 256    # threads per channel in the batch-norm kernels (a power of two)
-GEMM_BM = 64        # GEMM: a 64 x 64 tile of C per block of 16 x 16 threads, 4 x 4 outputs per thread
-GEMM_BK = 16
-GEMM_T = 16
-GEMM_R = GEMM_BM // GEMM_T
+GEMM_T = 16         # GEMM: blocks of 16 x 16 threads; tiles (BM = BN, BK) as in kernels/gemm.cu:
+GEMM_TILES = {"gemm_f32": (128, 8), "gemm_f32_small": (64, 16), "gemm_f64": (64, 16)}
 
 
 # =========================================================================== kernels
@@ -476,74 +474,92 @@ def bn_bwd_kernel(gy, x, gamma, has_gamma, mean, invstd, dx, dgamma, dbeta, N, C
             dbeta[c] = sg
 
 
-def _make_gemm(nbtype):
-    """C (M, N) = A (M, K) @ B (K, N), flat row-major buffers; a 64 x 64 tile per 16 x 16-thread block.
+def _make_gemm(nbtype, BM, BK):
+    """C[b] (M, N) = A[b] (M, K) @ B[b] (K, N): the batched, strided GEMM of kernels/gemm.cu.
 
-    A's and B's 64 x 16 / 16 x 64 slices are staged in shared memory; each thread keeps a 4 x 4 block of
-    C in registers at rows ty + 16 i and columns tx + 16 j (conflict-free shared reads, coalesced stores).
-    Split-K (as in kernels/gemm.cu): block z sums k in [z kc, (z+1) kc) into slab z of Cm, which is
-    then a (S, M, N) workspace that gemm_reduce_kernel adds up in order; with S = 1, kc = K and Cm = C.
+    Flat buffers with explicit strides in elements (batch strides sAb, sBb, sCb, 0 = broadcast; row
+    strides lda, ldb, ldc; unit column stride). A BM x BM tile per 16 x 16-thread block: A's and B's
+    BM x BK / BK x BM slices are staged in shared memory; each thread keeps an R x R block of C
+    (R = BM / 16) in registers at rows ty + 16 i and columns tx + 16 j (conflict-free shared reads,
+    coalesced stores), loading its R values of A and R of B once per k.
+    Split-K as in gemm.cu: gridDim.z = batch * S; block z works on sample z // S and K slice z % S,
+    and with S > 1 writes a contiguous (S, batch, M, N) workspace that gemm_reduce_kernel adds up.
     """
+    R = BM // GEMM_T
+
     @cuda.jit
-    def gemm_kernel(A, B, Cm, M, N, K, kc):
-        sA = cuda.shared.array((GEMM_BK, GEMM_BM), nbtype)
-        sB = cuda.shared.array((GEMM_BK, GEMM_BM), nbtype)
-        acc = cuda.local.array((GEMM_R, GEMM_R), nbtype)
+    def gemm_kernel(A, B, Cm, M, N, K, kc, S, sAb, lda, sBb, ldb, sCb, ldc):
+        sA = cuda.shared.array((BK, BM), nbtype)
+        sB = cuda.shared.array((BK, BM), nbtype)
+        acc = cuda.local.array((R, R), nbtype)
+        av = cuda.local.array(R, nbtype)
+        bv = cuda.local.array(R, nbtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * GEMM_T + tx
-        row0 = cuda.blockIdx.y * GEMM_BM
-        col0 = cuda.blockIdx.x * GEMM_BM
-        k_lo = cuda.blockIdx.z * kc
+        row0 = cuda.blockIdx.y * BM
+        col0 = cuda.blockIdx.x * BM
+        b = cuda.blockIdx.z // S
+        s = cuda.blockIdx.z % S
+        k_lo = s * kc
         k_hi = min(K, k_lo + kc)
-        slab = cuda.blockIdx.z * M * N
-        for i in range(GEMM_R):
-            for j in range(GEMM_R):
+        a0 = b * sAb
+        b0 = b * sBb
+        if S == 1:
+            c0 = b * sCb
+            ldo = ldc
+        else:
+            c0 = (s * (cuda.gridDim.z // S) + b) * M * N
+            ldo = N
+        for i in range(R):
+            for j in range(R):
                 acc[i, j] = 0
-        for k0 in range(k_lo, k_hi, GEMM_BK):
-            for e in range(tid, GEMM_BM * GEMM_BK, GEMM_T * GEMM_T):
-                r = e // GEMM_BK
-                c = e % GEMM_BK
+        for k0 in range(k_lo, k_hi, BK):
+            for e in range(tid, BM * BK, GEMM_T * GEMM_T):
+                r = e // BK
+                c = e % BK
                 if row0 + r < M and k0 + c < k_hi:
-                    sA[c, r] = A[(row0 + r) * K + k0 + c]
+                    sA[c, r] = A[a0 + (row0 + r) * lda + k0 + c]
                 else:
                     sA[c, r] = 0
-                r = e // GEMM_BM
-                c = e % GEMM_BM
+                r = e // BM
+                c = e % BM
                 if k0 + r < k_hi and col0 + c < N:
-                    sB[r, c] = B[(k0 + r) * N + col0 + c]
+                    sB[r, c] = B[b0 + (k0 + r) * ldb + col0 + c]
                 else:
                     sB[r, c] = 0
             cuda.syncthreads()
-            for kk in range(GEMM_BK):
-                for i in range(GEMM_R):
-                    a = sA[kk, ty + GEMM_T * i]
-                    for j in range(GEMM_R):
-                        acc[i, j] += a * sB[kk, tx + GEMM_T * j]
+            for kk in range(BK):
+                for i in range(R):
+                    av[i] = sA[kk, ty + GEMM_T * i]
+                    bv[i] = sB[kk, tx + GEMM_T * i]
+                for i in range(R):
+                    for j in range(R):
+                        acc[i, j] += av[i] * bv[j]
             cuda.syncthreads()
-        for i in range(GEMM_R):
+        for i in range(R):
             r = row0 + ty + GEMM_T * i
             if r < M:
-                for j in range(GEMM_R):
+                for j in range(R):
                     c = col0 + tx + GEMM_T * j
                     if c < N:
-                        Cm[slab + r * N + c] = acc[i, j]
+                        Cm[c0 + r * ldo + c] = acc[i, j]
     return gemm_kernel
 
 
 @cuda.jit
-def gemm_reduce_kernel(W, Cm, S, MN):
-    """Cm[i] = sum over z = 0..S-1 of W[z MN + i], in that order (split-K's second pass)."""
-    start, step = cuda.grid(1), cuda.gridsize(1)
-    for i in range(start, MN, step):
+def gemm_reduce_kernel(W, Cm, S, batch, M, N, sCb, ldc):
+    """Cm[b, r, c] = sum over s = 0..S-1 of W[s, b, r, c], in that order (split-K's second pass)."""
+    total = batch * M * N
+    for i in range(cuda.grid(1), total, cuda.gridsize(1)):
         acc = W[i]
-        for z in range(1, S):
-            acc += W[z * MN + i]
-        Cm[i] = acc
+        for s in range(1, S):
+            acc += W[s * total + i]
+        Cm[(i // (M * N)) * sCb + ((i // N) % M) * ldc + i % N] = acc
 
 
-gemm_f32_kernel = _make_gemm(float32)
-gemm_f64_kernel = _make_gemm(float64)
+GEMM_KERNELS = {name: _make_gemm(float64 if name == "gemm_f64" else float32, bm, bk)
+                for name, (bm, bk) in GEMM_TILES.items()}
 
 
 def _sigs():
@@ -568,11 +584,13 @@ def _sigs():
             "cross_entropy_backward": (ce_bwd_kernel, (A, int64[::1], A, I, A, A, I, I, float64)),
             "batch_norm_forward_train": (bn_fwd_kernel, (A, A, I, A, I, A, A, A, I, I, I, float64)),
             "batch_norm_backward": (bn_bwd_kernel, (A, A, A, I, A, A, A, A, A, I, I, I)),
-            "gemm": (gemm_f32_kernel if suf == "f32" else gemm_f64_kernel, (A, A, A, I, I, I, I)),
-            "gemm_reduce": (gemm_reduce_kernel, (A, A, I, I)),
+            "gemm_reduce": (gemm_reduce_kernel, (A, A) + (I,) * 6),
         }
         for name, (k, sig) in table.items():
             out.setdefault(name, (k, []))[1].append(sig)
+    for name, kern in GEMM_KERNELS.items():   # one kernel per tile and dtype: one signature each
+        A = float64[::1] if name.endswith("f64") else float32[::1]
+        out[name] = (kern, [(A, A, A) + (int64,) * 11])
     out["philox_advance"] = (philox_advance_kernel, [(uint64[::1], uint64)])
     out["philox4x32_10_raw"] = (philox_raw_kernel, [(uint64[::1], uint64, uint32[::1])])
     return out
@@ -629,33 +647,34 @@ def _contig(a):
 
 
 # --------------------------------------------------------------------------- GEMM
+def _span(a):
+    """A flat contiguous view from a's first element to its last: strided views go to the kernels in
+    place, with their strides passed explicitly."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    extent = 1 + sum((n - 1) * st for n, st in zip(a.shape, a.strides)) // a.itemsize
+    if _is_host(a):
+        return np.lib.stride_tricks.as_strided(a, shape=(extent,), strides=(a.itemsize,))
+    return cupy_module().ndarray((extent,), dtype=a.dtype, memptr=a.data)
+
+
 def _our_gemm(a, b, out=None):
-    xp = _xp(a)
-    a, b = _contig(a), _contig(b)
-    M, K = a.shape
-    N = b.shape[1]
-    kern = gemm_f32_kernel if float_suffix(a.dtype, "a") == "f32" else gemm_f64_kernel
-    c = out if out is not None else xp.empty((M, N), dtype=a.dtype)
-    if M and N:
-        if K == 0:
-            c.fill(0)
-        else:
-            splits, kc = gemm_split(M, N, K, GEMM_BM, GEMM_BM, GEMM_BK)
-            dst = c if splits == 1 else xp.empty((splits, M, N), dtype=a.dtype)
-            grid = ((N + GEMM_BM - 1) // GEMM_BM, (M + GEMM_BM - 1) // GEMM_BM, splits)
-            kern[grid, (GEMM_T, GEMM_T), _stream(a)](_dev(a), _dev(b), _dev(dst), M, N, K, kc)
-            if splits > 1:
-                _run(gemm_reduce_kernel, M * N, a, dst, c, splits, M * N)
-    return c
-
-
-def _bmm(a, b):
-    xp = _xp(a)
-    if gemm_policy() == "cublas":
-        return xp.matmul(a, b)
-    out = xp.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)
-    for g in range(a.shape[0]):
-        _our_gemm(a[g], b[g], out=out[g])
+    """out = a @ b on our tiled GEMM: 2-D or batched operands, strided views in place."""
+    a, b, out, g = gemm_operands(_xp(a), a, b, out)
+    name = gemm_entry(float_suffix(a.dtype, "a"), g.M, g.N)
+    kern = GEMM_KERNELS[name]
+    bm, bk = GEMM_TILES[name]
+    if out.size and g.K == 0:
+        out[...] = 0
+    elif out.size:
+        splits, kc = gemm_split(g.M, g.N, g.K, bm, bm, bk, g.batch)
+        dst = out if splits == 1 else _xp(a).empty((splits, g.batch, g.M, g.N), dtype=a.dtype)
+        grid = ((g.N + bm - 1) // bm, (g.M + bm - 1) // bm, g.batch * splits)
+        kern[grid, (GEMM_T, GEMM_T), _stream(a)](_dev(_span(a)), _dev(_span(b)), _dev(_span(dst)), g.M, g.N,
+                                                  g.K, kc, splits, g.sAb, g.lda, g.sBb, g.ldb, g.sCb, g.ldc)
+        if splits > 1:
+            _run(gemm_reduce_kernel, g.batch * g.M * g.N, a, dst, _span(out), splits, g.batch, g.M, g.N,
+                 g.sCb, g.ldc)
     return out
 
 
@@ -709,39 +728,24 @@ def col2im(cols, x_shape, kernel, stride, padding, dilation):
     return _col2im(cols, x_shape, kernel, stride, padding, dilation, 0)
 
 
-def _gy_matrix(gy, groups):
-    N, O, OH, OW = gy.shape
-    return _xp(gy).ascontiguousarray(gy.transpose(1, 0, 2, 3)).reshape(groups, O // groups, N * OH * OW)
-
-
 @register("conv2d_forward", "numba_cuda")
 def conv2d_forward(x, w, stride, padding, dilation, groups):
-    """y = W_g @ cols_g per group (im2col in the (C kH kW, N OH OW) GEMM layout)."""
-    N = x.shape[0]
-    O, Cg, kh, kw = w.shape
-    cols = _im2col(x, (kh, kw), stride, padding, dilation, 1)
-    OH, OW = cols.shape[4], cols.shape[5]
-    K = Cg * kh * kw
-    y = _bmm(_contig(w).reshape(groups, O // groups, K), cols.reshape(groups, K, N * OH * OW))
-    return _xp(x).ascontiguousarray(y.reshape(O, N, OH, OW).transpose(1, 0, 2, 3))
+    """y[n] = W_g @ cols[n, g] per sample and group, written in NCHW (cuda_common.conv2d_forward)."""
+    return cuda_common.conv2d_forward(_xp(x), _im2col, _our_gemm, x, w, stride, padding, dilation, groups)
 
 
 @register("conv2d_backward_data", "numba_cuda")
 def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
-    """dx = col2im(W_g^T @ gY_g)."""
-    O, Cg, kh, kw = w.shape
-    wg = _contig(w).reshape(groups, O // groups, Cg * kh * kw)
-    dcols = _bmm(wg.transpose(0, 2, 1), _gy_matrix(gy, groups))
-    return _col2im(dcols, x_shape, (kh, kw), stride, padding, dilation, 1)
+    """dx = col2im(W_g^T @ gY[n, g])."""
+    return cuda_common.conv2d_backward_data(_xp(gy), _col2im, _our_gemm, gy, w, x_shape, stride, padding,
+                                            dilation, groups)
 
 
 @register("conv2d_backward_weight", "numba_cuda")
 def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
     """dW_g = gY_g @ cols_g^T."""
-    O, Cg, kh, kw = w_shape
-    cols = _im2col(x, (kh, kw), stride, padding, dilation, 1).reshape(groups, Cg * kh * kw, -1)
-    dw = _bmm(_gy_matrix(gy, groups), cols.transpose(0, 2, 1))
-    return dw.reshape(tuple(w_shape))
+    return cuda_common.conv2d_backward_weight(_xp(gy), _im2col, _our_gemm, gy, x, w_shape, stride, padding,
+                                              dilation, groups)
 
 
 # --------------------------------------------------------------------------- pooling
