@@ -100,6 +100,28 @@ __device__ __forceinline__ void adam_impl(T* __restrict__ p, const T* __restrict
     }
 }
 
+// PyTorch's SGD in one pass (optim/sgd.py has the formulas): d = +-g (+ wd p); with momentum mu the
+// buffer becomes d on the first step, else mu b + (1 - tau) d, and d = b (or d + mu b, Nesterov);
+// then p -= lr d. Each output element is written by one thread: deterministic.
+template <typename T>
+__device__ __forceinline__ void sgd_impl(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ buf,
+                                         long long n, double lr, double mu, double tau, double wd, int nesterov,
+                                         int maximize, int first) {
+    const T tlr = (T)lr, tmu = (T)mu, otau = (T)(1.0 - tau), twd = (T)wd;
+    const long long stride = (long long)blockDim.x * gridDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const T pi = p[i];
+        T d = maximize ? -g[i] : g[i];
+        if (wd != 0.0) d = d + twd * pi;
+        if (mu != 0.0) {
+            const T b = first ? d : tmu * buf[i] + otau * d;
+            buf[i] = b;
+            d = nesterov ? d + tmu * b : b;
+        }
+        p[i] = pi - tlr * d;
+    }
+}
+
 #define ELEMENTWISE_ENTRIES(SUF, T)                                                                             \
     extern "C" __global__ void bias_relu_##SUF(const T* y, const T* b, T* out, long long n, int C,              \
                                                long long inner, int has_bias) {                                 \
@@ -113,6 +135,10 @@ __device__ __forceinline__ void adam_impl(T* __restrict__ p, const T* __restrict
             const long long* step_dev, int use_step_dev, double lr, double b1, double b2, double eps,            \
             double wd, int decoupled) {                                                                         \
         adam_impl<T>(p, g, m, v, n, step_host, step_dev, use_step_dev, lr, b1, b2, eps, wd, decoupled);         \
+    }                                                                                                           \
+    extern "C" __global__ void sgd_step_##SUF(T* p, const T* g, T* buf, long long n, double lr, double mu,      \
+            double tau, double wd, int nesterov, int maximize, int first) {                                     \
+        sgd_impl<T>(p, g, buf, n, lr, mu, tau, wd, nesterov, maximize, first);                                  \
     }
 
 ELEMENTWISE_ENTRIES(f32, float)

@@ -8,31 +8,32 @@
 // needs no atomics and gives the same bits every run (and the same summation order as the NumPy
 // reference, which adds the taps one after another).
 
+// One thread per (n, c, oh, ow) writes that position's kH x kW taps: the index divisions, the costly
+// part of this kernel, are shared by the taps, and for each tap a warp's stores are consecutive.
 template <typename T, typename I>
 __device__ __forceinline__ void im2col_body(const T* __restrict__ x, T* __restrict__ cols,
                                             int N, int C, int H, int W, int kH, int kW, int OH, int OW,
                                             int sh, int sw, int ph, int pw, int dh, int dw, int layout) {
-    const I total = (I)N * C * kH * kW * OH * OW;
+    const I P = (I)OH * OW;
+    const I total = (I)N * C * P;
     const I step = (I)blockDim.x * gridDim.x;
+    // distance between consecutive taps in cols: a whole (OH, OW) plane (layout 0) or N of them (1)
+    const long long tap_stride = layout == 0 ? (long long)P : (long long)N * P;
     for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
-        I t = i;
-        const int ow = (int)(t % OW); t /= OW;
-        const int oh = (int)(t % OH); t /= OH;
-        int n, c, kw, kh;
-        if (layout == 0) {
-            kw = (int)(t % kW); t /= kW;
-            kh = (int)(t % kH); t /= kH;
-            c = (int)(t % C);   n = (int)(t / C);
-        } else {
-            n = (int)(t % N);   t /= N;
-            kw = (int)(t % kW); t /= kW;
-            kh = (int)(t % kH); c = (int)(t / kH);
+        const I nc = i / P, p = i - nc * P;
+        const int n = (int)(nc / C), c = (int)(nc - (I)n * C);
+        const int oh = (int)(p / OW), ow = (int)(p - (I)oh * OW);
+        const T* xp = x + (long long)nc * H * W;
+        long long j = layout == 0 ? (long long)nc * kH * kW * P + p
+                                  : (long long)c * kH * kW * N * P + (long long)n * P + p;
+        for (int kh = 0; kh < kH; ++kh) {
+            const int h = oh * sh - ph + kh * dh;
+            const bool h_in = h >= 0 && h < H;
+            for (int kw = 0; kw < kW; ++kw, j += tap_stride) {
+                const int w = ow * sw - pw + kw * dw;
+                cols[j] = (h_in && w >= 0 && w < W) ? xp[h * W + w] : T(0);
+            }
         }
-        const int h = oh * sh - ph + kh * dh;
-        const int w = ow * sw - pw + kw * dw;
-        T v = T(0);
-        if (h >= 0 && h < H && w >= 0 && w < W) v = x[(((long long)n * C + c) * H + h) * W + w];
-        cols[i] = v;
     }
 }
 
@@ -41,7 +42,7 @@ __device__ __forceinline__ void im2col_impl(const T* __restrict__ x, T* __restri
                                             int W, int kH, int kW, int OH, int OW, int sh, int sw, int ph, int pw,
                                             int dh, int dw, int layout) {
     // 32-bit index arithmetic when it fits: 64-bit division costs several times more
-    if ((long long)N * C * kH * kW * OH * OW < (1LL << 31)) im2col_body<T, unsigned>(x, cols, N, C, H, W, kH, kW,
+    if ((long long)N * C * OH * OW < (1LL << 31)) im2col_body<T, unsigned>(x, cols, N, C, H, W, kH, kW,
             OH, OW, sh, sw, ph, pw, dh, dw, layout);
     else im2col_body<T, long long>(x, cols, N, C, H, W, kH, kW, OH, OW, sh, sw, ph, pw, dh, dw, layout);
 }
@@ -62,14 +63,14 @@ __device__ __forceinline__ void col2im_body(const T* __restrict__ cols, T* __res
         for (int kh = 0; kh < kH; ++kh) {
             const int hh = h + ph - kh * dh;
             if (hh < 0) break;                 // hh only decreases with kh
-            if (hh % sh != 0) continue;
-            const int oh = hh / sh;
+            const int oh = sh == 1 ? hh : hh / sh;   // stride 1 (the usual case) needs no division
+            if (oh * sh != hh) continue;
             if (oh >= OH) continue;
             for (int kw = 0; kw < kW; ++kw) {
                 const int ww = w + pw - kw * dw;
                 if (ww < 0) break;
-                if (ww % sw != 0) continue;
-                const int ow = ww / sw;
+                const int ow = sw == 1 ? ww : ww / sw;
+                if (ow * sw != ww) continue;
                 if (ow >= OW) continue;
                 long long j;
                 if (layout == 0) j = ((((long long)n * C + c) * kH + kh) * kW + kw) * OH * OW;

@@ -154,7 +154,7 @@ def test_our_matmul_matches_cublas(dtype, family, rng):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_primitives_against_numpy_reference(dtype, family, rng):
-    """bias_relu and adam_step, which no op above reaches directly."""
+    """bias_relu, adam_step and sgd_step, called directly (the optimizer tests reach the last two too)."""
     cp = backends.cupy_module()
     y = rng.standard_normal((2, 3, 4, 5)).astype(dtype)
     b = rng.standard_normal(3).astype(dtype)
@@ -170,6 +170,17 @@ def test_primitives_against_numpy_reference(dtype, family, rng):
             step = cp.asarray([t], dtype=cp.int64) if t == 3 else t
             ref(*host, t, 1e-2, 0.9, 0.999, 1e-8, wd, decoupled)
             gpu(*dev, step, 1e-2, 0.9, 0.999, 1e-8, wd, decoupled)
+        for a, d in zip(host, dev):
+            np.testing.assert_allclose(cp.asnumpy(d), a, rtol=1e-5, atol=1e-6)
+    ref = backends.kernel("sgd_step", np.zeros(1))
+    gpu = backends.kernel("sgd_step", cp.zeros(1))
+    for mu, tau, wd, nesterov, maximize in [(0.0, 0.0, 0.0, False, False), (0.9, 0.1, 0.01, False, False),
+                                            (0.9, 0.0, 0.1, True, True)]:
+        host = [rng.standard_normal(50).astype(dtype), rng.standard_normal(50).astype(dtype), np.zeros(50, dtype)]
+        dev = [cp.asarray(a) for a in host]
+        for t in range(3):
+            ref(*host, 0.05, mu, tau, wd, nesterov, maximize, t == 0)
+            gpu(*dev, 0.05, mu, tau, wd, nesterov, maximize, t == 0)
         for a, d in zip(host, dev):
             np.testing.assert_allclose(cp.asnumpy(d), a, rtol=1e-5, atol=1e-6)
 

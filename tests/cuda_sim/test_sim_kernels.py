@@ -275,6 +275,40 @@ def test_adam_step_matches_torch(dtype, decoupled, wd, rng):
     close(p, tp.detach().numpy(), dtype)
 
 
+# --------------------------------------------------------------------------- SGD
+SGD_CASES = [dict(momentum=0.0), dict(momentum=0.9), dict(momentum=0.9, dampening=0.1, weight_decay=0.01),
+             dict(momentum=0.9, nesterov=True, weight_decay=0.1), dict(momentum=0.5, maximize=True)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SGD_CASES, ids=["plain", "momentum", "dampening-wd", "nesterov-wd", "maximize"])
+def test_sgd_step_matches_reference_and_torch(dtype, case, rng):
+    torch = pytest.importorskip("torch")
+    from tinycnn.optim.sgd import sgd_step as ref_sgd
+
+    kw = dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, maximize=False) | case
+    n = 37
+    p0 = rng.standard_normal(n).astype(dtype)
+    p, b, pr, br = p0.copy(), np.zeros(n, dtype), p0.copy(), np.zeros(n, dtype)
+    tp = torch.tensor(p0.copy(), requires_grad=True)
+    opt = torch.optim.SGD([tp], lr=0.05, **kw)
+    for t in range(3):
+        g = rng.standard_normal(n).astype(dtype)
+        gpu.sgd_step(p, g, b, 0.05, *kw.values(), t == 0)
+        ref_sgd(pr, g, br, 0.05, *kw.values(), t == 0)
+        tp.grad = torch.tensor(g)
+        opt.step()
+    close(p, pr, dtype)
+    close(b, br, dtype)
+    close(p, tp.detach().numpy(), dtype)
+
+
+def test_sgd_step_rejects_mismatched_buffers():
+    a = np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match=r"sgd_step: buf must match param \(shape \(4,\), dtype float32\)"):
+        gpu.sgd_step(a, a, np.zeros(3, np.float32), 0.1, 0.9, 0.0, 0.0, False, False, True)
+
+
 def test_adam_step_rejects_non_flat_buffers():
     a = np.zeros((2, 2), np.float32)
     with pytest.raises(ValueError, match=r"flat contiguous buffers in place: param has shape \(2, 2\)"):

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from . import cuda_common, cupy_module, register
-from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_entry, gemm_operands, gemm_policy,
-                          gemm_split, grid_for, philox_state, pool_out_size)
+from .cuda_common import (THREADS, check_flat_buffers, conv_out_size, float_suffix, gemm_entry, gemm_operands,
+                          gemm_policy, gemm_split, grid_for, philox_state, pool_out_size)
 
 __all__ = ["KERNEL_DIR", "KERNEL_ENTRY_POINTS", "NVRTC_OPTIONS", "GEMM_TILES", "get_module", "get_kernel",
            "kernel_source"]
@@ -48,7 +48,8 @@ KERNEL_ENTRY_POINTS = {
     "im2col.cu": _both("im2col", "col2im"),
     "pool.cu": _both("max_pool2d_forward", "max_pool2d_backward_gather", "max_pool2d_backward_plane",
                      "avg_pool2d_forward", "avg_pool2d_backward"),
-    "elementwise.cu": _both("bias_relu", "dropout_mask", "adam_step") + ("philox_advance", "philox4x32_10_raw"),
+    "elementwise.cu": _both("bias_relu", "dropout_mask", "adam_step", "sgd_step") + ("philox_advance",
+                                                                                  "philox4x32_10_raw"),
     "loss.cu": _both("cross_entropy_forward", "cross_entropy_backward"),
     "batchnorm.cu": _both("batch_norm_forward_train", "batch_norm_backward"),
     "gemm.cu": ("gemm_f32", "gemm_f32_small", "gemm_f64", "gemm_reduce_f32", "gemm_reduce_f64"),
@@ -145,7 +146,7 @@ def _im2col(x, kernel, stride, padding, dilation, layout):
     shape = (N, C, kh, kw, OH, OW) if layout == 0 else (C, kh, kw, N, OH, OW)
     cols = cp.empty(shape, dtype=x.dtype)
     if cols.size:
-        _launch(f"im2col_{float_suffix(x.dtype, 'x')}", cols.size,
+        _launch(f"im2col_{float_suffix(x.dtype, 'x')}", N * C * OH * OW,   # one thread per position
                 (x, cols) + _i32(N, C, H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, layout))
     return cols
 
@@ -194,10 +195,13 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
 
 
 @register("conv2d_backward_weight", "cupy")
-def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
+def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, bias_grad=None):
     """dW_g = gY_g @ cols_g^T: the gradient of conv2d_forward with respect to w."""
     return cuda_common.conv2d_backward_weight(cupy_module(), _im2col, _ours, gy, x, w_shape, stride, padding,
-                                              dilation, groups)
+                                              dilation, groups, bias_grad)
+
+
+conv2d_backward_weight.sums_bias = True   # fills bias_grad["db"] (see cuda_common.conv2d_backward_weight)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -383,12 +387,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wei
     `step` is an int, or a one-element int64 device array (read on the device, for graph replays).
     """
     cp = cupy_module()
-    for name, a in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if a.ndim != 1 or not a.flags.c_contiguous:
-            raise ValueError(f"adam_step updates flat contiguous buffers in place: {name} has shape {a.shape}")
-        if a.shape != param.shape or a.dtype != param.dtype:
-            raise ValueError(f"adam_step: {name} must match param (shape {param.shape}, dtype {param.dtype}), "
-                             f"got shape {a.shape}, dtype {a.dtype}")
+    check_flat_buffers("adam_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     if hasattr(step, "__cuda_array_interface__"):
         step_dev, use_dev, step_host = _contig(cp, step.astype(np.int64, copy=False)), np.int32(1), 0.0
     else:
@@ -399,6 +398,16 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wei
                 (param, grad, exp_avg, exp_avg_sq, np.int64(n), np.float64(step_host), step_dev, use_dev,
                  np.float64(lr), np.float64(beta1), np.float64(beta2), np.float64(eps), np.float64(weight_decay),
                  np.int32(bool(decoupled))))
+
+
+@register("sgd_step", "cupy")
+def sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first):
+    """In place on flat buffers, one kernel: PyTorch's SGD (optim/sgd.py has the reference and formulas)."""
+    check_flat_buffers("sgd_step", param, grad=grad, buf=buf)
+    if param.size:
+        _launch(f"sgd_step_{float_suffix(param.dtype, 'param')}", param.size,
+                (param, grad, buf, np.int64(param.size), np.float64(lr), np.float64(momentum),
+                 np.float64(dampening), np.float64(weight_decay)) + _i32(bool(nesterov), bool(maximize), bool(first)))
 
 
 @register("bias_relu", "cupy")

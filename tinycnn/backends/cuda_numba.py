@@ -50,8 +50,8 @@ def _check_numpy_is_supported():
 _check_numpy_is_supported()
 
 from . import cuda_common, cupy_module, register
-from .cuda_common import (THREADS, conv_out_size, float_suffix, gemm_entry, gemm_operands, gemm_policy,
-                          gemm_split, grid_for, philox_state, pool_out_size)
+from .cuda_common import (THREADS, check_flat_buffers, conv_out_size, float_suffix, gemm_entry, gemm_operands,
+                          gemm_policy, gemm_split, grid_for, philox_state, pool_out_size)
 
 __all__ = ["KERNEL_SIGNATURES", "philox_raw"]
 
@@ -64,33 +64,32 @@ GEMM_TILES = {"gemm_f32": (128, 8), "gemm_f32_small": (64, 16), "gemm_f64": (64,
 # =========================================================================== kernels
 @cuda.jit(cache=True)
 def im2col_kernel(x, cols, N, C, H, W, kH, kW, OH, OW, sh, sw, ph, pw, dh, dw, layout):
-    """cols (layout 0: N,C,kH,kW,OH,OW; layout 1: C,kH,kW,N,OH,OW) from x (N,C,H,W); zero padding."""
-    for i in range(cuda.grid(1), cols.size, cuda.gridsize(1)):
-        t = i
-        ow = t % OW
-        t //= OW
-        oh = t % OH
-        t //= OH
+    """cols (layout 0: N,C,kH,kW,OH,OW; layout 1: C,kH,kW,N,OH,OW) from x (N,C,H,W); zero padding.
+
+    One thread per (n, c, oh, ow) writes that position's kH x kW taps (as kernels/im2col.cu).
+    """
+    P = OH * OW
+    tap_stride = P if layout == 0 else N * P
+    for i in range(cuda.grid(1), N * C * P, cuda.gridsize(1)):
+        nc = i // P
+        p = i - nc * P
+        n = nc // C
+        c = nc - n * C
+        oh = p // OW
+        ow = p - oh * OW
         if layout == 0:
-            kw = t % kW
-            t //= kW
-            kh = t % kH
-            t //= kH
-            c = t % C
-            n = t // C
+            j = nc * kH * kW * P + p
         else:
-            n = t % N
-            t //= N
-            kw = t % kW
-            t //= kW
-            kh = t % kH
-            c = t // kH
-        h = oh * sh - ph + kh * dh
-        w = ow * sw - pw + kw * dw
-        if h >= 0 and h < H and w >= 0 and w < W:
-            cols[i] = x[((n * C + c) * H + h) * W + w]
-        else:
-            cols[i] = 0
+            j = c * kH * kW * N * P + n * P + p
+        for kh in range(kH):
+            h = oh * sh - ph + kh * dh
+            for kw in range(kW):
+                w = ow * sw - pw + kw * dw
+                if h >= 0 and h < H and w >= 0 and w < W:
+                    cols[j] = x[(nc * H + h) * W + w]
+                else:
+                    cols[j] = 0
+                j += tap_stride
 
 
 @cuda.jit(cache=True)
@@ -318,6 +317,24 @@ def adam_kernel(p, g, m, v, step_host, step_dev, use_step_dev, lr, b1, b2, eps, 
         m[i] = mi
         v[i] = vi
         p[i] = pi - step_size * (mi / (vi ** T(0.5) / sqrt_bc2 + teps))
+
+
+@cuda.jit(cache=True)
+def sgd_kernel(p, g, buf, lr, mu, tau, wd, nesterov, maximize, first):
+    """PyTorch's SGD in one pass (as kernels/elementwise.cu): d = +-g (+ wd p); with momentum the buffer
+    becomes d (first step) or mu b + (1 - tau) d, and d = b (or d + mu b, Nesterov); p -= lr d."""
+    T = p.dtype.type
+    tlr, tmu, otau, twd = T(lr), T(mu), T(1.0 - tau), T(wd)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        pi = p[i]
+        d = -g[i] if maximize else g[i]
+        if wd != 0.0:
+            d = d + twd * pi
+        if mu != 0.0:
+            b = d if first else tmu * buf[i] + otau * d
+            buf[i] = b
+            d = d + tmu * b if nesterov else b
+        p[i] = pi - tlr * d
 
 
 @cuda.jit(device=True, inline=True)
@@ -578,6 +595,7 @@ def _sigs():
             "avg_pool2d_backward": (avg_pool_bwd_kernel, (A, A) + (I,) * 11),
             "bias_relu": (bias_relu_kernel, (A, A, A, I, I, I)),
             "dropout_mask": (dropout_kernel, (A, float64, float64, uint64[::1])),
+            "sgd_step": (sgd_kernel, (A, A, A, float64, float64, float64, float64, I, I, I)),
             "adam_step": (adam_kernel, (A, A, A, A, float64, int64[::1], I, float64, float64, float64, float64,
                                         float64, I)),
             "cross_entropy_forward": (ce_fwd_kernel, (A, int64[::1], A, I, A, A, I, I, float64)),
@@ -700,7 +718,7 @@ def _im2col(x, kernel, stride, padding, dilation, layout):
     shape = (N, C, kh, kw, OH, OW) if layout == 0 else (C, kh, kw, N, OH, OW)
     cols = _xp(x).empty(shape, dtype=x.dtype)
     if cols.size:
-        _run(im2col_kernel, cols.size, x, x, cols, N, C, H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, layout)
+        _run(im2col_kernel, N * C * OH * OW, x, x, cols, N, C, H, W, kh, kw, OH, OW, sh, sw, ph, pw, dh, dw, layout)
     return cols
 
 
@@ -742,10 +760,13 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups):
 
 
 @register("conv2d_backward_weight", "numba_cuda")
-def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
+def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, bias_grad=None):
     """dW_g = gY_g @ cols_g^T."""
     return cuda_common.conv2d_backward_weight(_xp(gy), _im2col, _our_gemm, gy, x, w_shape, stride, padding,
-                                              dilation, groups)
+                                              dilation, groups, bias_grad)
+
+
+conv2d_backward_weight.sums_bias = True   # fills bias_grad["db"] (see cuda_common.conv2d_backward_weight)
 
 
 # --------------------------------------------------------------------------- pooling
@@ -939,12 +960,7 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wei
     `step` is an int, or a one-element int64 device array (read on the device, for graph replays).
     """
     float_suffix(param.dtype, "param")
-    for name, a in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
-        if a.ndim != 1 or not a.flags.c_contiguous:
-            raise ValueError(f"adam_step updates flat contiguous buffers in place: {name} has shape {a.shape}")
-        if a.shape != param.shape or a.dtype != param.dtype:
-            raise ValueError(f"adam_step: {name} must match param (shape {param.shape}, dtype {param.dtype}), "
-                             f"got shape {a.shape}, dtype {a.dtype}")
+    check_flat_buffers("adam_step", param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     if hasattr(step, "shape"):
         step_dev, use_dev, step_host = _contig(step.astype(np.int64, copy=False)).reshape(-1), 1, 0.0
     else:
@@ -952,6 +968,16 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, wei
     if param.size:
         _run(adam_kernel, param.size, param, param, grad, exp_avg, exp_avg_sq, step_host, step_dev, use_dev,
              float(lr), float(beta1), float(beta2), float(eps), float(weight_decay), int(bool(decoupled)))
+
+
+@register("sgd_step", "numba_cuda")
+def sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first):
+    """In place on flat buffers, one kernel: PyTorch's SGD (optim/sgd.py has the reference and formulas)."""
+    float_suffix(param.dtype, "param")
+    check_flat_buffers("sgd_step", param, grad=grad, buf=buf)
+    if param.size:
+        _run(sgd_kernel, param.size, param, param, grad, buf, float(lr), float(momentum), float(dampening),
+             float(weight_decay), int(bool(nesterov)), int(bool(maximize)), int(bool(first)))
 
 
 @register("bias_relu", "numba_cuda")

@@ -1,10 +1,34 @@
-"""Stochastic gradient descent with momentum, dampening, weight decay and Nesterov momentum."""
+"""Stochastic gradient descent with momentum, dampening, weight decay and Nesterov momentum.
+
+The update is written in place through the `sgd_step` primitive (docs/kernels.md): its NumPy reference
+lives here, and the GPU families (kernels/elementwise.cu, Numba CUDA) register one fused kernel each.
+"""
 from __future__ import annotations
 
-from ..backends import xp_of
+from ..backends import kernel, register, xp_of
 from .optimizer import Optimizer, _number
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "sgd_step"]
+
+
+@register("sgd_step", "numpy")
+def sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first):
+    """One SGD update in place on flat 1-D buffers (the formulas of `SGD`).
+
+    `buf` is the momentum buffer (ignored when momentum == 0); with `first` it is overwritten with the
+    step's direction, as PyTorch does on a parameter's first step.
+    """
+    d = -grad if maximize else grad
+    if weight_decay != 0:
+        d = d + weight_decay * param
+    if momentum != 0:
+        if first:
+            buf[...] = d
+        else:
+            buf *= momentum
+            buf += (1 - dampening) * d
+        d = d + momentum * buf if nesterov else buf
+    param -= lr * d
 
 
 class SGD(Optimizer):
@@ -35,18 +59,17 @@ class SGD(Optimizer):
         _number(group["weight_decay"], "weight_decay", low=0.0)
 
     def _update(self, p, g, state, group):
-        lr, mu, tau = group["lr"], group["momentum"], group["dampening"]
-        wd, nesterov = group["weight_decay"], group["nesterov"]
-        if group["maximize"]:
-            g = -g
-        if wd != 0:
-            g = g + wd * p
-        if mu != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = xp_of(g).array(g, copy=True)
-            else:
-                buf *= mu
-                buf += (1 - tau) * g
-            g = g + mu * buf if nesterov else buf
-        p -= lr * g
+        xp = xp_of(p)
+        mu = group["momentum"]
+        first = False
+        buf = state.get("momentum_buffer")
+        if mu != 0 and buf is None:
+            buf = state["momentum_buffer"] = xp.empty(p.shape, dtype=p.dtype)   # C order: flat view
+            first = True
+        flat = p.reshape(-1) if p.flags.c_contiguous else xp.ascontiguousarray(p).reshape(-1)
+        buf_flat = flat if buf is None else buf.reshape(-1)   # the kernel ignores it without momentum
+        kernel("sgd_step", p)(flat, xp.ascontiguousarray(g).reshape(-1), buf_flat, group["lr"], mu,
+                              group["dampening"], group["weight_decay"], group["nesterov"], group["maximize"],
+                              first)
+        if not p.flags.c_contiguous:
+            p[...] = flat.reshape(p.shape)
