@@ -156,3 +156,18 @@ def test_convert_png(tmp_path, capsys):
     assert len(pngs) == 1 and Image.open(pngs[0]).size == (30, 30)
     assert main(["convert", str(tmp_path / "missing.dcm"), "--to", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"tinycnn: error: input not found: {tmp_path / 'missing.dcm'}"]
+
+
+@pytest.mark.gpu
+def test_train_and_evaluate_on_cuda_match_cpu(tmp_path):
+    """The whole pipeline with --device cuda (data on the host, model, ensemble, checkpoints and
+    metrics through the GPU) ends where the CPU run ends, within float32 drift."""
+    metrics = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        assert main(["train", "--dataset", "synthetic", "--subset", "64", "--model", "simplecnn", "--epochs", "2",
+                     "--batch-size", "32", "--seed", "1", "--device", device, "--out", str(out), "--quiet"]) == 0
+        metrics[device] = json.loads((out / "metrics.json").read_text())
+        assert main(["evaluate", "--run", str(out), "--device", device, "--json"]) == 0
+    assert metrics["cuda"]["auc"] == pytest.approx(metrics["cpu"]["auc"], abs=0.05)
+    assert metrics["cuda"]["acc"] == pytest.approx(metrics["cpu"]["acc"], abs=0.05)
