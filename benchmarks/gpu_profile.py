@@ -54,10 +54,14 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
 
+    import tinycnn
+
+    if not tinycnn.cuda.is_available():
+        print("no GPU: tinycnn.cuda.is_available() is False", file=sys.stderr)
+        return 2
     import torch
 
     import reference_cnn
-    import tinycnn
     from gpu_bench import CONFIGS, Families
     from tinycnn.nn import functional as F
 

@@ -228,9 +228,14 @@ def test_wheel_ships_the_cuda_sources(tmp_path):
 
 @needs_no_gpu
 def test_gpu_benchmark_script_without_gpu():
-    """The GPU benchmark imports and parses its arguments here; without a GPU it says so and exits 2."""
+    """The GPU benchmark and profile import and parse their arguments here; without a GPU they say so
+    and exit 2."""
     proc = _python("import runpy, sys; sys.argv = ['gpu_bench.py', '--quick', '--only', 'gemm']; "
                    "runpy.run_path('benchmarks/gpu_bench.py', run_name='__main__')")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no GPU: tinycnn.cuda.is_available() is False" in proc.stderr
+    proc = _python("import runpy, sys; sys.argv = ['gpu_profile.py', '--steps', '2']; "
+                   "runpy.run_path('benchmarks/gpu_profile.py', run_name='__main__')")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "no GPU: tinycnn.cuda.is_available() is False" in proc.stderr
     bash = shutil.which("bash")
