@@ -128,6 +128,31 @@ def test_gemm_split_covers_k_in_aligned_chunks(m, n, k, bm, bk):
     assert tiles * s <= 2 * cuda_common.SPLITK_TARGET_BLOCKS
 
 
+def test_gemm_operands_describe_views_without_copying():
+    x = np.zeros((4, 3, 5, 7), np.float32)                  # e.g. cols (N, G, K, P) of a grouped conv
+    w = np.zeros((3, 2, 5), np.float32)                     # (G, O/G, K)
+    out = np.zeros((4, 3, 2, 7), np.float32)
+    a, b, c, g = cuda_common.gemm_operands(np, w[1], x[:, 1], out[:, 1])
+    assert a.base is w and b.base is x and c.base is out    # views used in place
+    assert g == cuda_common.GemmShape(batch=4, M=2, N=7, K=5, sAb=0, lda=5, sBb=3 * 5 * 7, ldb=7,
+                                      sCb=3 * 2 * 7, ldc=7)
+    # a transposed operand (last axis not contiguous) is copied; a 2-D product stays 2-D
+    a, b, c, g = cuda_common.gemm_operands(np, np.zeros((5, 2), np.float32).T, np.zeros((5, 3), np.float32))
+    assert a.flags.c_contiguous and c.shape == (2, 3) and (g.batch, g.sAb, g.sBb, g.sCb) == (1, 0, 0, 0)
+
+
+def test_gemm_operands_errors_name_the_shapes():
+    f32 = np.float32
+    with pytest.raises(ValueError, match=r"got \(2, 3\) and \(4, 5\)"):
+        cuda_common.gemm_operands(np, np.zeros((2, 3), f32), np.zeros((4, 5), f32))
+    with pytest.raises(ValueError, match=r"batch sizes differ: a \(2, 2, 3\), b \(3, 3, 4\)"):
+        cuda_common.gemm_operands(np, np.zeros((2, 2, 3), f32), np.zeros((3, 3, 4), f32))
+    with pytest.raises(TypeError, match="one dtype, got float32 and float64"):
+        cuda_common.gemm_operands(np, np.zeros((2, 3), f32), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"out must be a float32 array of shape \(2, 4\)"):
+        cuda_common.gemm_operands(np, np.zeros((2, 3), f32), np.zeros((3, 4), f32), np.zeros((4, 2), f32))
+
+
 def test_gemm_split_leaves_big_or_short_gemms_alone():
     assert cuda_common.gemm_split(2048, 2048, 2048, 128, 128, 8) == (1, 2048)
     assert cuda_common.gemm_split(4, 4, 300, 64, 64, 16) == (1, 300)
