@@ -52,6 +52,7 @@ _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _nonneg_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _positive_float = _checked(float, lambda v: v > 0, "a number > 0")
 _decay = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+_non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated after every "
                         "step as avg += (1 - DECAY) * (w - avg); 0 = off (default: the recipe's, see docs)")
+    p.add_argument("--mixup", type=_non_negative_float, default=None, metavar="ALPHA",
+                   help="train on mixed pairs of images, lam x + (1 - lam) x', with the loss mixed alike, "
+                        "lam ~ Beta(ALPHA, ALPHA); 0 = off (default: off)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
@@ -218,7 +222,7 @@ def cmd_train(args):
     keys = ("dataset", "data_dir", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum",
             "scheduler", "warmup_epochs", "loss", "focal_gamma", "label_smoothing", "class_weights", "augment",
             "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset", "time_budget", "ensemble",
-            "ema")
+            "ema", "mixup")
     settings = {k: getattr(args, k) for k in keys}
     res = train_run(settings, log=lambda t: _say(args, t), quiet=args.quiet)
     m = res["metrics"]

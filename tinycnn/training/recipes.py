@@ -105,6 +105,7 @@ def default_settings(info, train_labels) -> dict:
         "patience": 0,
         "ensemble": SMALL_SET_ENSEMBLE if small else 1,
         "ema": round(ema_decay(n, batch, epochs), 6) if small else 0.0,
+        "mixup": 0.0,
     }
 
 

@@ -44,7 +44,7 @@ TRAIN_DEFAULTS = {
     "loss": None, "focal_gamma": None, "label_smoothing": None, "class_weights": None, "augment": None,
     "patience": None, "device": "cpu", "seed": 0, "out": None, "init_from": None, "freeze": None,
     "subset": None, "image_size": 28, "eval_batch_size": 256, "time_budget": None, "ensemble": None,
-    "ema": None,
+    "ema": None, "mixup": None,
 }
 
 
@@ -274,7 +274,7 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
                       label_smoothing=s["label_smoothing"], focal_gamma=s["focal_gamma"], mean=mean, std=std,
                       augment=augment, batch_size=s["batch_size"], seed=s["seed"], device=device, quiet=quiet,
                       frozen_bn=frozen_bn, eval_batch_size=s["eval_batch_size"], task=ds.info.task,
-                      ema_decay=float(s.get("ema") or 0.0))
+                      ema_decay=float(s.get("ema") or 0.0), mixup=float(s.get("mixup") or 0.0))
     meta = {"model": s["model"], "ensemble": int(s.get("ensemble") or 1),
             "in_channels": s["in_channels"], "num_classes": s["num_classes"],
             "image_size": int(ds.info.image_size), "mean": mean, "std": std,

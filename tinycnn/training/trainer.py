@@ -123,7 +123,8 @@ class Trainer:
 
     def __init__(self, model, optimizer, schedule, *, loss="ce", class_weights=None, label_smoothing=0.0,
                  focal_gamma=2.0, mean=(0.0,), std=(1.0,), augment=None, batch_size=128, seed=0,
-                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256, task=None, ema_decay=0.0):
+                 device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256, task=None, ema_decay=0.0,
+                 mixup=0.0):
         if loss not in ("ce", "focal"):
             raise ValueError(f"loss must be 'ce' or 'focal', got {loss!r}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
@@ -148,6 +149,9 @@ class Trainer:
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0 = no weight averaging), got {ema_decay}")
         self.ema_decay = float(ema_decay)
+        if not (math.isfinite(float(mixup)) and float(mixup) >= 0.0):
+            raise ValueError(f"mixup must be a Beta(alpha, alpha) parameter >= 0 (0 = off), got {mixup}")
+        self.mixup = float(mixup)
         # the exponential moving average of the weights, updated after every optimizer step; when on, it is
         # the model that is validated and saved (best/last checkpoints), while training updates `model`
         self.averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
@@ -182,6 +186,16 @@ class Trainer:
             return F.focal_loss(logits, yb, gamma=self.focal_gamma, alpha=self._w)
         return F.cross_entropy(logits, yb, weight=self._w, label_smoothing=self.label_smoothing)
 
+    def _mix(self, epoch: int, batch: int, member: int, n: int):
+        """Mixup (Zhang et al. 2018) for one batch: lam ~ Beta(alpha, alpha) and a pairing permutation.
+
+        The batch trains on lam x + (1 - lam) x[perm] with loss lam L(z, y) + (1 - lam) L(z, y[perm]).
+        Both come from a generator seeded by (seed, epoch, batch, member), so a resumed run mixes exactly
+        as an uninterrupted one.
+        """
+        rng = np.random.default_rng([self.seed, epoch, batch, member, 0x6D6978])
+        return float(rng.beta(self.mixup, self.mixup)), rng.permutation(n)
+
     def _members(self):
         """The independently trained models: an Ensemble's members, else the model itself."""
         members = getattr(self.model, "members", None)
@@ -208,11 +222,16 @@ class Trainer:
             if per_step:
                 self.schedule.apply()
             loss = None
-            for member, (xb, yb) in zip(members, group):
-                x = tinycnn.tensor(xb, device=self.device)
-                y = tinycnn.tensor(np.asarray(yb, dtype=np.float32 if self.multilabel else np.int64),
-                                   device=self.device)
-                term = self._loss(member(x), y)
+            for k, (member, (xb, yb)) in enumerate(zip(members, group)):
+                ydtype = np.float32 if self.multilabel else np.int64
+                if self.mixup:
+                    lam, perm = self._mix(epoch, b, k, len(xb))
+                    xb = (lam * xb + (1.0 - lam) * xb[perm]).astype(xb.dtype, copy=False)
+                z = member(tinycnn.tensor(xb, device=self.device))
+                term = self._loss(z, tinycnn.tensor(np.asarray(yb, dtype=ydtype), device=self.device))
+                if self.mixup:
+                    other = self._loss(z, tinycnn.tensor(np.asarray(yb, dtype=ydtype)[perm], device=self.device))
+                    term = term * lam + other * (1.0 - lam)
                 loss = term if loss is None else loss + term
             value = float(loss.item()) / len(members)
             if not math.isfinite(value):
