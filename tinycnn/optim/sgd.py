@@ -66,6 +66,8 @@ class SGD(Optimizer):
         if mu != 0 and buf is None:
             buf = state["momentum_buffer"] = xp.empty(p.shape, dtype=p.dtype)   # C order: flat view
             first = True
+        elif buf is not None and not buf.flags.c_contiguous:   # e.g. a loaded state: the kernel needs a view
+            buf = state["momentum_buffer"] = xp.ascontiguousarray(buf)
         flat = p.reshape(-1) if p.flags.c_contiguous else xp.ascontiguousarray(p).reshape(-1)
         buf_flat = flat if buf is None else buf.reshape(-1)   # the kernel ignores it without momentum
         kernel("sgd_step", p)(flat, xp.ascontiguousarray(g).reshape(-1), buf_flat, group["lr"], mu,
