@@ -384,3 +384,21 @@ def test_adam_random_hyperparameters_match_torch(name, lr, beta1, beta2, eps, we
     kw = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
     ours, theirs, _, _ = _run_pair(name, kw, [(4, 3)], steps=8, seed=seed)
     np.testing.assert_allclose(ours[0].data, theirs[0].detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_sgd_momentum_buffer_that_is_not_contiguous_still_updates():
+    """A loaded state may hold a Fortran-ordered buffer: the fused update must still reach the state."""
+    rng = np.random.default_rng(0)
+    w0, g1, g2 = (rng.standard_normal((3, 4)) for _ in range(3))
+    results = []
+    for fortran in (False, True):
+        p = tinycnn.tensor(w0.copy(), requires_grad=True)
+        opt = tinycnn.optim.SGD([p], lr=0.1, momentum=0.9)
+        for k, g in enumerate((g1, g2, g1)):
+            p.grad = tinycnn.tensor(g)
+            opt.step()
+            if k == 0 and fortran:
+                st = opt.state[p] if p in opt.state else next(iter(opt.state.values()))
+                st["momentum_buffer"] = np.asfortranarray(st["momentum_buffer"])
+        results.append(p.numpy().copy())
+    np.testing.assert_array_equal(results[0], results[1])
