@@ -398,7 +398,25 @@ def test_sgd_momentum_buffer_that_is_not_contiguous_still_updates():
             p.grad = tinycnn.tensor(g)
             opt.step()
             if k == 0 and fortran:
-                st = opt.state[p] if p in opt.state else next(iter(opt.state.values()))
+                st = next(iter(opt.state.values()))
                 st["momentum_buffer"] = np.asfortranarray(st["momentum_buffer"])
+        results.append(p.numpy().copy())
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_adam_moments_that_are_not_contiguous_still_update():
+    rng = np.random.default_rng(1)
+    w0, g1, g2 = (rng.standard_normal((3, 4)) for _ in range(3))
+    results = []
+    for fortran in (False, True):
+        p = tinycnn.tensor(w0.copy(), requires_grad=True)
+        opt = tinycnn.optim.AdamW([p], lr=0.1)
+        for k, g in enumerate((g1, g2, g1)):
+            p.grad = tinycnn.tensor(g)
+            opt.step()
+            if k == 0 and fortran:
+                st = next(iter(opt.state.values()))
+                st["exp_avg"] = np.asfortranarray(st["exp_avg"])
+                st["exp_avg_sq"] = np.asfortranarray(st["exp_avg_sq"])
         results.append(p.numpy().copy())
     np.testing.assert_array_equal(results[0], results[1])

@@ -86,8 +86,11 @@ class Adam(Optimizer):
         xp = xp_of(p)
         if not state:
             state["step"] = 0
-            state["exp_avg"] = xp.zeros_like(p)
-            state["exp_avg_sq"] = xp.zeros_like(p)
+            state["exp_avg"] = xp.zeros(p.shape, dtype=p.dtype)      # C order: the kernel updates flat views
+            state["exp_avg_sq"] = xp.zeros(p.shape, dtype=p.dtype)
+        for key in ("exp_avg", "exp_avg_sq"):
+            if not state[key].flags.c_contiguous:   # e.g. a loaded state: reshape(-1) would update a copy
+                state[key] = xp.ascontiguousarray(state[key])
         state["step"] += 1
         if group["maximize"]:
             g = -g
