@@ -35,7 +35,9 @@ Variants: a training step (zero_grad, forward, softmax cross-entropy, backward, 
 torch and torch with channels_last memory format; an inference step (forward under no_grad, eval
 mode) for the same three; and the GEMM floor of each step: the very GEMMs tinycnn's step runs
 (recorded from one real step with `tinycnn.backends.cpu_numpy.record_gemms`: shapes, transposed
-operands, output buffers) replayed alone on preallocated operands, in the tinycnn worker.
+operands, output buffers) replayed alone on preallocated operands, in the tinycnn worker; and the same
+GEMMs replayed through `torch.matmul` in the PyTorch worker (`gemm_floor_torch`: MKL in PyTorch's x86
+wheels), which tells whether another BLAS would lower the floor.
 `tinycnn / gemm floor` <= 2 means at least half of the step is BLAS time. (The reference CNN's
 first convolution, C_in = 1, runs as direct Numba kernels, not as a GEMM, so its time counts as
 non-GEMM time.) Batch 128 of 1x28x28 float32 images.
@@ -62,9 +64,10 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 KINDS = ("train", "infer")
 # every variant, in the order of one round (before rotation) and of the report
 VARIANTS = tuple(f"{kind}/{impl}" for kind in KINDS
-                 for impl in ("tinycnn", "torch", "torch_channels_last", "gemm_floor"))
+                 for impl in ("tinycnn", "torch", "torch_channels_last", "gemm_floor", "gemm_floor_torch"))
 # which worker runs a variant
-LIBRARY = {"tinycnn": "tinycnn", "gemm_floor": "tinycnn", "torch": "torch", "torch_channels_last": "torch"}
+LIBRARY = {"tinycnn": "tinycnn", "gemm_floor": "tinycnn", "torch": "torch", "torch_channels_last": "torch",
+           "gemm_floor_torch": "torch"}
 
 # the reference CNN's parameters (benchmarks/reference_cnn.py): state_dict name -> shape
 PARAM_SHAPES = {"0.weight": (32, 1, 3, 3), "0.bias": (32,), "3.weight": (64, 32, 3, 3), "3.bias": (64,),
@@ -106,27 +109,39 @@ def _set_threads(n: int, libraries) -> str:
     return "threadpoolctl"
 
 
-def gemm_replay(calls, seed=0):
-    """A zero-argument callable that runs the recorded GEMMs (`GemmCall`s) in order on operands of the
-    same shapes, dtypes and memory layouts (random values, allocated once), and their GFLOP total."""
+def gemm_replay(calls, seed=0, library="tinycnn"):
+    """A zero-argument callable that runs the recorded GEMMs in order on operands of the same shapes,
+    dtypes and memory layouts (random values, allocated once), and their GFLOP total.
+
+    `calls`: `GemmCall`s or their `_asdict()` dicts. library "tinycnn": through tinycnn's CPU `matmul`
+    (NumPy's BLAS, OpenBLAS in NumPy's wheels); "torch": the same operands through `torch.matmul`
+    (MKL in PyTorch's x86 wheels), transposed operands as transposed views there too.
+    """
     import numpy as np
 
-    from tinycnn.backends.cpu_numpy import matmul
-
     rng = np.random.default_rng(seed)
+    calls = [c._asdict() if hasattr(c, "_asdict") else dict(c) for c in calls]
     ops = []
     for c in calls:
         def operand(rows, cols, transposed):
-            a = rng.standard_normal((cols, rows) if transposed else (rows, cols)).astype(c.dtype)
+            a = rng.standard_normal((cols, rows) if transposed else (rows, cols)).astype(c["dtype"])
             return a.T if transposed else a
-        a, b = operand(c.m, c.k, c.a_t), operand(c.k, c.n, c.b_t)
-        out = np.empty((c.m, c.n), dtype=c.dtype) if c.has_out else None
+        a, b = operand(c["m"], c["k"], c["a_t"]), operand(c["k"], c["n"], c["b_t"])
+        out = np.empty((c["m"], c["n"]), dtype=c["dtype"]) if c["has_out"] else None
         ops.append((a, b, out))
+    if library == "torch":
+        import torch
+
+        matmul = torch.matmul
+        ops = [(torch.from_numpy(a), torch.from_numpy(b), None if out is None else torch.from_numpy(out))
+               for a, b, out in ops]
+    else:
+        from tinycnn.backends.cpu_numpy import matmul
 
     def run():
-        for a, b, out in ops:
-            matmul(a, b, out=out)
-    return run, sum(c.flops for c in calls) / 1e9
+        """The products, in order (so a test can compare the two libraries' replays)."""
+        return [matmul(a, b) if out is None else matmul(a, b, out=out) for a, b, out in ops]
+    return run, sum(2 * c["m"] * c["k"] * c["n"] for c in calls) / 1e9
 
 
 def _tinycnn_variants(batch, weights):
@@ -170,8 +185,9 @@ def _tinycnn_variants(batch, weights):
     return variants, logits, gemms
 
 
-def _torch_variants(batch, weights):
-    """(name -> (callable, training), eval logits) for PyTorch, default and channels_last layout."""
+def _torch_variants(batch, weights, gemms=None):
+    """(name -> (callable, training), eval logits) for PyTorch, default and channels_last layout, and
+    tinycnn's GEMM floor replayed through torch.matmul (`gemms`: the tinycnn worker's GEMM lists)."""
     import torch
 
     from benchmarks.reference_cnn import random_batch, torch_model
@@ -204,10 +220,13 @@ def _torch_variants(batch, weights):
             logits = infer()
         variants[f"train/{suffix}"] = (train, True, model)
         variants[f"infer/{suffix}"] = (infer, False, model)
+    for kind in KINDS:
+        if gemms is not None:
+            variants[f"{kind}/gemm_floor_torch"] = (gemm_replay(gemms[kind], library="torch")[0], False, None)
     return variants, logits, None
 
 
-def _worker(library: str, threads: int, batch: int, weights_path: str) -> int:
+def _worker(library: str, threads: int, batch: int, weights_path: str, gemms_path: str | None = None) -> int:
     """Serve timing requests on stdin/stdout: one variant name per line in, one JSON line out."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
@@ -226,7 +245,11 @@ def _worker(library: str, threads: int, batch: int, weights_path: str) -> int:
         v, logits["tinycnn"], gemms = _tinycnn_variants(batch, weights)
         variants.update(v)
     if "torch" in libraries:
-        v, logits["torch"], _ = _torch_variants(batch, weights)
+        if gemms is None and gemms_path:
+            gemms_in = json.loads(Path(gemms_path).read_text())
+        else:
+            gemms_in = gemms
+        v, logits["torch"], _ = _torch_variants(batch, weights, gemms_in)
         variants.update(v)
     hello = {"variants": sorted(variants), "limiter": limiter, "gemms": gemms, "pid": os.getpid(),
              "logits": {k: v.tolist() for k, v in logits.items()},
@@ -283,12 +306,12 @@ def wait_idle(pid: int, min_s: float, max_s: float = 2.0, window_s: float = 0.02
 
 
 class _Worker:
-    def __init__(self, library: str, threads: int, batch: int, weights_path: str):
+    def __init__(self, library: str, threads: int, batch: int, weights_path: str, gemms_path: str | None = None):
         env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
         self.library = library
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", library, "--threads", str(threads), "--batch", str(batch),
-             "--weights", weights_path],
+             "--weights", weights_path] + (["--gemms", gemms_path] if gemms_path else []),
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.hello = None
 
@@ -324,9 +347,15 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
         weights_path = os.path.join(tmp, "weights.npz")
         np.savez(weights_path, **reference_weights(0))
         libs = ("both",) if same_process else ("tinycnn", "torch")
-        workers = {lib: _Worker(lib, threads, batch, weights_path) for lib in libs}
+        gemms_path = os.path.join(tmp, "gemms.json")
+        workers, hellos = {}, {}
         try:
-            hellos = {lib: w.ready() for lib, w in workers.items()}
+            for lib in libs:    # in order: the torch worker replays the GEMMs the tinycnn worker recorded
+                workers[lib] = _Worker(lib, threads, batch, weights_path,
+                                       gemms_path if lib == "torch" else None)
+                hellos[lib] = workers[lib].ready()
+                if hellos[lib]["gemms"] is not None:
+                    Path(gemms_path).write_text(json.dumps(hellos[lib]["gemms"]))
             owner = {}
             for lib, h in hellos.items():
                 for name in h["variants"]:
@@ -388,13 +417,16 @@ def _report(result: dict) -> dict:
         ours = rows[f"{kind}/tinycnn"]["median"]
         for ref in ("torch", "torch_channels_last", "gemm_floor"):
             ratios[f"{kind}: tinycnn / {ref.replace('_', ' ')}"] = ours / rows[f"{kind}/{ref}"]["median"]
+        ratios[f"{kind}: gemm floor / same GEMMs in torch"] = (rows[f"{kind}/gemm_floor"]["median"]
+                                                            / rows[f"{kind}/gemm_floor_torch"]["median"])
     for k, v in ratios.items():
         print(f"ratio {k:38s} {v:6.2f}x")
     gemms = result["gemms"]
     for kind in KINDS:
         gflop = gemms[f"{kind}_gflop"]
         print(f"gemm floor {kind}: {len(gemms[kind])} GEMMs, {gflop:.3f} GFLOP, "
-              f"{gflop / rows[f'{kind}/gemm_floor']['median']:.0f} GFLOP/s")
+              f"{gflop / rows[f'{kind}/gemm_floor']['median']:.0f} GFLOP/s through NumPy's BLAS, "
+              f"{gflop / rows[f'{kind}/gemm_floor_torch']['median']:.0f} GFLOP/s through torch.matmul")
     out = {k: v for k, v in result.items() if k != "times"}
     out.update(summary=rows, ratios=ratios, times=result["times"])
     return out
@@ -415,13 +447,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write all timings to this JSON file")
     p.add_argument("--worker", choices=("tinycnn", "torch", "both"), help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--gemms", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.reps < 1 or args.warmup < 0 or args.gap < 0 or args.lead < 0:
         p.error(f"--reps must be >= 1, --warmup, --gap and --lead >= 0, got {args.reps}, {args.warmup}, "
                 f"{args.gap}, {args.lead}")
 
     if args.worker is not None:
-        return _worker(args.worker, int(args.threads), args.batch, args.weights)
+        return _worker(args.worker, int(args.threads), args.batch, args.weights, args.gemms)
 
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, "

@@ -68,8 +68,9 @@ def test_harness_runs_each_library_in_its_own_worker(tmp_path, capsys, same_proc
     (res,) = json.loads(out.read_text())
     assert set(res["times"]) == set(train_step.VARIANTS)
     assert all(len(ts) == 2 and min(ts) > 0 for ts in res["times"].values())
-    assert set(res["ratios"]) == {f"{k}: tinycnn / {r}" for k in ("train", "infer")
-                                  for r in ("torch", "torch channels last", "gemm floor")}
+    assert set(res["ratios"]) == ({f"{k}: tinycnn / {r}" for k in ("train", "infer")
+                                   for r in ("torch", "torch channels last", "gemm floor")}
+                                  | {f"{k}: gemm floor / same GEMMs in torch" for k in ("train", "infer")})
     assert res["logits_max_abs_diff"] < 1e-4
     assert len(res["gemms"]["train"]) == 9 and len(res["gemms"]["infer"]) == 3
     lib = "both" if same_process else "tinycnn"
@@ -83,3 +84,23 @@ def test_harness_runs_each_library_in_its_own_worker(tmp_path, capsys, same_proc
         assert "tinycnn" not in res["worker_modules"]["torch"]
     text = capsys.readouterr().out
     assert "ratio train: tinycnn / gemm floor" in text and "idle wait after a sample" in text
+    assert "GFLOP/s through torch.matmul" in text
+
+
+def test_gemm_replay_gives_the_same_products_through_numpy_and_torch():
+    """Both replays of a recorded step build the same operands (layouts included) and multiply them."""
+    import tinycnn
+    import tinycnn.nn.functional as F
+    from benchmarks.reference_cnn import random_batch
+    from tinycnn.backends.cpu_numpy import record_gemms
+
+    model = tinycnn_model()
+    x, y = random_batch(4, seed=0)
+    with record_gemms() as calls:
+        F.cross_entropy(model(tinycnn.tensor(x)), tinycnn.tensor(y)).backward()
+    assert any(c.a_t or c.b_t for c in calls)       # transposed operands are part of what is replayed
+    ours, gflop = train_step.gemm_replay(calls)
+    theirs, gflop_t = train_step.gemm_replay([c._asdict() for c in calls], library="torch")
+    assert gflop == gflop_t == sum(c.flops for c in calls) / 1e9
+    for a, b in zip(ours(), theirs(), strict=True):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-4)
