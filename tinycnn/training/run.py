@@ -213,11 +213,13 @@ def _environment(device):
             "kernel_family": backends.get_gpu_kernels() if device == "cuda" else backends.get_cpu_kernels()}
 
 
-def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> dict:
+def train_run(user_settings: dict, log=print, quiet=False, stop_after=None, data=None) -> dict:
     """Run training as `tinycnn train` does; returns {"run_dir", "metrics", "history", "settings"}.
 
     With settings["resume"], the run directory's config.json is used and training continues from
-    last.state.safetensors.
+    last.state.safetensors. `data`: a `DatasetSplits` to train, validate and test on instead of loading
+    settings["dataset"] (e.g. the folds of examples/recipe_cv.py); the recipe is then chosen from its
+    training split, and the checkpoint still names settings["dataset"] as its data.
     """
     from tinycnn.models import canonical_name, get_model
 
@@ -240,7 +242,7 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None) -> d
         s = dict(user_settings)
         s.pop("resume", None)
     tinycnn.manual_seed(int(s.get("seed") or 0))
-    ds = load_data({**TRAIN_DEFAULTS, **s}, progress=None if not quiet else False)
+    ds = data if data is not None else load_data({**TRAIN_DEFAULTS, **s}, progress=None if not quiet else False)
     if not resume and "in_channels" not in s:
         s["epochs_given"] = s.get("epochs") is not None
         s = resolve_settings(s, ds)
