@@ -56,6 +56,22 @@ def test_keys_caps_and_small_arrays():
     assert off.bytes == 0
 
 
+@pytest.mark.parametrize("env,expected", [(None, 512 << 20), ("64", 64 << 20), ("0", 0), ("1.5", int(1.5 * 2**20))])
+def test_pool_cap_defaults_to_512_mib_and_reads_the_environment(monkeypatch, env, expected):
+    if env is None:
+        monkeypatch.delenv("TINYCNN_BUFFER_POOL_MB", raising=False)
+    else:
+        monkeypatch.setenv("TINYCNN_BUFFER_POOL_MB", env)
+    assert cpu_buffers._max_bytes_from_env() == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "lots"])
+def test_pool_cap_rejects_bad_values(monkeypatch, bad):
+    monkeypatch.setenv("TINYCNN_BUFFER_POOL_MB", bad)
+    with pytest.raises(ValueError, match="TINYCNN_BUFFER_POOL_MB must be a number of MiB >= 0"):
+        cpu_buffers._max_bytes_from_env()
+
+
 def test_training_outputs_do_not_alias():
     """Two live forward passes get distinct buffers: the first one's activations stay intact."""
     import tinycnn
