@@ -220,8 +220,8 @@ def _torch_variants(batch, weights, gemms=None):
             logits = infer()
         variants[f"train/{suffix}"] = (train, True, model)
         variants[f"infer/{suffix}"] = (infer, False, model)
-    for kind in KINDS:
-        if gemms is not None:
+    if gemms is not None:
+        for kind in KINDS:
             variants[f"{kind}/gemm_floor_torch"] = (gemm_replay(gemms[kind], library="torch")[0], False, None)
     return variants, logits, None
 
@@ -245,11 +245,9 @@ def _worker(library: str, threads: int, batch: int, weights_path: str, gemms_pat
         v, logits["tinycnn"], gemms = _tinycnn_variants(batch, weights)
         variants.update(v)
     if "torch" in libraries:
-        if gemms is None and gemms_path:
-            gemms_in = json.loads(Path(gemms_path).read_text())
-        else:
-            gemms_in = gemms
-        v, logits["torch"], _ = _torch_variants(batch, weights, gemms_in)
+        # the GEMMs tinycnn recorded: in this process, or in the tinycnn worker, which started first
+        recorded = gemms if gemms is not None or not gemms_path else json.loads(Path(gemms_path).read_text())
+        v, logits["torch"], _ = _torch_variants(batch, weights, recorded)
         variants.update(v)
     hello = {"variants": sorted(variants), "limiter": limiter, "gemms": gemms, "pid": os.getpid(),
              "logits": {k: v.tolist() for k, v in logits.items()},
