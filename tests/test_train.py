@@ -188,6 +188,46 @@ def test_time_budget_refit_recovers_from_slow_early_epochs():
     assert t.target_epochs == 95          # later epochs no longer change the length
 
 
+def test_budget_resize_keeps_the_warmup_share():
+    """A run the budget cuts from 30 to 3 epochs keeps a 2/30 warm-up share, not 2 of its 3 epochs; loading a
+    saved (resized) schedule keeps the schedule as built as the reference for later resizes."""
+    opt = tinycnn.optim.AdamW(tinycnn.models.get_model("simplecnn").parameters(), lr=1e-3)
+    s = WarmupCosine(opt, total_steps=30 * 700, warmup_steps=2 * 700)
+    s.resize(3 * 700)
+    assert (s.total, s.warmup) == (2100, 140)
+    assert s.factor(139) == pytest.approx(1.0) and s.factor(2099) < 0.01
+    s.resize(12 * 700)
+    assert (s.total, s.warmup) == (8400, 560)
+    again = WarmupCosine(opt, total_steps=30 * 700, warmup_steps=2 * 700)
+    again.load_state_dict(s.state_dict())
+    assert (again.total, again.warmup) == (8400, 560)
+    again.resize(6 * 700)
+    assert (again.total, again.warmup) == (4200, 280)
+
+
+def test_budget_probe_fits_a_long_first_epoch_early(monkeypatch):
+    """On long epochs the run's length is fitted from the first steps' timing, before the first epoch
+    ends, and a budget that holds fewer than 3 epochs gets a schedule of that many (no floor of 3)."""
+    from tinycnn.training import trainer as tr
+    m = tinycnn.models.get_model("simplecnn")
+    opt = tinycnn.optim.AdamW(m.parameters(), lr=1e-3)
+    t = Trainer(m, opt, WarmupCosine(opt, 30 * 1000, 2 * 1000), batch_size=100, quiet=True)
+    t.requested_epochs, t.target_epochs, t.steps_per_epoch = 30, 30, 1000
+    clock = [0.0]
+    monkeypatch.setattr(tr.time, "perf_counter", lambda: clock[0])
+    probe = t._budget_probe(700.0, log=None, eval_images=100_000 // 3)
+    last = tr.PROBE_FIRST + max(tr.PROBE_STEPS, 1000 // 50)
+    for done in range(1, last + 1):
+        clock[0] += 0.3                       # 0.3 s per step: 300 s of training + 30 s of validation per epoch
+        probe(done)
+    assert t.target_epochs == 2               # 700 s // 330 s per epoch
+    assert (t.schedule.total, t.schedule.warmup) == (2000, 133)
+    short = Trainer(m, opt, WarmupCosine(opt, 30 * 10, 20), quiet=True)
+    short.steps_per_epoch = 10
+    assert short._budget_probe(700.0, log=None, eval_images=100) is None   # short epochs: fitted at their end
+    assert t._budget_probe(None, log=None, eval_images=100) is None
+
+
 @pytest.mark.slow
 def test_resume_after_a_real_kill(quick_run, tmp_path):
     """A `tinycnn train` process SIGKILLed after epoch 1, then `--resume`d, ends with the uninterrupted weights."""

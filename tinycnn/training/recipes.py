@@ -15,7 +15,10 @@ Every setting the user does not give on the command line comes from `default_set
 | < 2000 training images and class imbalance | class-balanced loss weights w_c = N / (C * N_c)                |
 |   (largest / smallest class >= 2)          |   (on large sets the imbalance is learnable and weights cost accuracy) |
 | training set size N                        | batch 64 below 2000 images else 128; epochs from a budget of   |
-|                                            |   optimizer steps (see `_epochs`), warm-up 2 epochs            |
+|                                            |   optimizer steps (see `_epochs`), warm-up 2 epochs; where the |
+|                                            |   13-minute time budget cuts the run (large sets: a few long   |
+|                                            |   epochs), the schedule shrinks with it, warm-up included, and |
+|                                            |   is fitted early in the first epoch (`Trainer._fit_budget`)   |
 | < 2000 training images                     | ensemble of 5 members (`tinycnn.models.Ensemble`, averaged softmax): |
 |                                            |   with a few hundred images the seed alone moves test AUC/ACC by |
 |                                            |   +-0.015, and averaging seeds removes much of that variance;    |

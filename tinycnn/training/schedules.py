@@ -28,6 +28,15 @@ class WarmupCosine:
         self.min_ratio = float(min_lr_ratio)
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.step_count = 0
+        self.requested = (self.total, self.warmup)   # the schedule as built, which `resize` scales
+
+    def resize(self, total_steps: int) -> None:
+        """Fit the schedule to `total_steps` (a time budget shortened the run), keeping the warm-up's share
+        of the schedule as built: the 2 warm-up epochs of a requested 30-epoch run become 0.2 epochs of a
+        3-epoch run, not 2 of its 3 epochs."""
+        req_total, req_warmup = self.requested
+        self.total = max(int(total_steps), 1)
+        self.warmup = min(req_warmup, int(round(req_warmup * self.total / max(req_total, 1))))
 
     def factor(self, s: int) -> float:
         if s < self.warmup:

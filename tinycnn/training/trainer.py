@@ -39,6 +39,10 @@ __all__ = ["Trainer", "TrainingDiverged", "softmax_np", "sigmoid_np", "probs_fro
 
 # the run's length may still be re-fitted to the time budget after each of this many first epochs
 BUDGET_FIT_EPOCHS = 8
+# first epochs of at least PROBE_MIN_STEPS steps are also timed early, over steps PROBE_FIRST..PROBE_FIRST +
+# max(PROBE_STEPS, 2 % of the epoch) (the first steps compile kernels); one image's forward pass at
+# evaluation costs about EVAL_COST of its training step (measured 0.26 for the default VGG, batch 128 / 256)
+PROBE_MIN_STEPS, PROBE_FIRST, PROBE_STEPS, EVAL_COST = 200, 5, 20, 0.3
 
 
 class TrainingDiverged(RuntimeError):
@@ -201,10 +205,11 @@ class Trainer:
         members = getattr(self.model, "members", None)
         return list(members) if members is not None else [self.model]
 
-    def train_epoch(self, loaders, epoch: int) -> float:
+    def train_epoch(self, loaders, epoch: int, on_step=None) -> float:
         """One epoch; `loaders` is a DataLoader, or one per ensemble member (each its own order and
         augmentation). Each member's loss is computed on its own batch and the losses are summed, so each
-        member's gradient, and hence its (element-wise) optimizer update, is exactly that of a separate run."""
+        member's gradient, and hence its (element-wise) optimizer update, is exactly that of a separate run.
+        on_step: called with the number of steps done after each step (the time-budget probe)."""
         if not isinstance(loaders, (list, tuple)):
             loaders = [loaders]
         members = self._members()
@@ -245,6 +250,8 @@ class Trainer:
                 self.averaged.update_parameters(self.model)
             if per_step:
                 self.schedule.step()
+            if on_step is not None:
+                on_step(b + 1)
             n = len(group[0][0])
             total += value * n
             count += n
@@ -275,30 +282,53 @@ class Trainer:
         return float(loss.item()), probs, m
 
     # ------------------------------------------------------------------ fit
-    def _fit_budget(self, time_budget, log):
+    def _fit_budget(self, time_budget, log, epoch_seconds=None):
         """Set the run's length (at most the requested epochs) so that training ends within `time_budget` s.
 
         Checked after each of the first `BUDGET_FIT_EPOCHS` epochs with the fastest epoch so far (the first
         one includes JIT compilation; a busy moment of a shared machine slows a few more, and the fastest
-        one is what the machine can do); the cosine schedule is fitted to the new length, which early in
-        the run changes the learning rates very little. The new length is part of the saved state, so
-        resuming repeats it.
+        one is what the machine can do), and, on data sets with long epochs, once early in the first epoch
+        (`epoch_seconds`: an estimate from its first steps, see `_budget_probe`), so that a run the budget
+        cuts to a few epochs follows its shortened schedule from the start. The cosine schedule is fitted
+        to the new length, warm-up included (`WarmupCosine.resize`). The new length is part of the saved
+        state, so resuming repeats it.
         """
         if not time_budget or self.epoch > BUDGET_FIT_EPOCHS:
             return
         spent = sum(h["seconds"] for h in self.history)
-        per = min(h["seconds"] for h in self.history)
+        per = epoch_seconds if epoch_seconds is not None else min(h["seconds"] for h in self.history)
         fit_epochs = self.epoch + int(max(time_budget - spent, 0) // per)
         # recomputed from the requested length each time: the first epoch (JIT compilation, cold caches)
-        # alone would be too pessimistic, so a later, faster epoch may give some epochs back
-        new = min(self.requested_epochs, max(fit_epochs, self.epoch + 1, 3))
+        # alone would be too pessimistic, so a later, faster epoch may give some epochs back. At least the
+        # epoch under way (or the next one): whether it still fits is decided by the stop check in `fit`.
+        new = min(self.requested_epochs, max(fit_epochs, self.epoch + 1))
         if new != self.target_epochs:
             if log is not None:
                 log(f"time budget {time_budget:.0f}s at {per:.1f}s/epoch: training {new} epochs "
                     f"(requested {self.requested_epochs})")
             self.target_epochs = new
             if isinstance(self.schedule, WarmupCosine):
-                self.schedule.total = new * self.steps_per_epoch
+                self.schedule.resize(new * self.steps_per_epoch)
+
+    def _budget_probe(self, time_budget, log, eval_images: int):
+        """A callback for `train_epoch` that times the first epoch's steps PROBE_FIRST to PROBE_FIRST +
+        max(PROBE_STEPS, 2 % of the epoch) and fits the run to the budget from them (validation included);
+        None when epochs are short enough to be fitted at their end."""
+        last = PROBE_FIRST + max(PROBE_STEPS, self.steps_per_epoch // 50)
+        if not time_budget or self.epoch != 0 or self.steps_per_epoch < PROBE_MIN_STEPS:
+            return None
+        start = []
+
+        def on_step(done):
+            if done == PROBE_FIRST:
+                start.append(time.perf_counter())
+            elif done == last:
+                per_step = (time.perf_counter() - start[0]) / (last - PROBE_FIRST)
+                images = self.steps_per_epoch * self.batch_size
+                # validation: a forward pass per image, about EVAL_COST of a training step's cost per image
+                self._fit_budget(time_budget, log,
+                                 epoch_seconds=per_step * self.steps_per_epoch * (1 + EVAL_COST * eval_images / images))
+        return on_step
 
     def fit(self, train, val, epochs: int, task: str, run=None, patience: int = 0, stop_after=None, log=print,
             time_budget=None):
@@ -325,7 +355,7 @@ class Trainer:
                 break
             t0 = time.perf_counter()
             e = self.epoch
-            train_loss = self.train_epoch(loaders, e)
+            train_loss = self.train_epoch(loaders, e, on_step=self._budget_probe(time_budget, log, len(val)))
             val_loss, _, vm = self.evaluate(val, task)
             lr = self.optimizer.param_groups[0]["lr"]
             if not hasattr(self.schedule, "apply") and self.schedule is not None:
