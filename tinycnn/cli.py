@@ -50,9 +50,11 @@ def _checked(convert, ok, expected):
 
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
 _nonneg_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _checked(float, lambda v: v > 0, "a number > 0")
+# float() accepts "nan" and "inf": every float option must be finite (nan fails every comparison)
+_positive_float = _checked(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
 _decay = _checked(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+_unit_float = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--optimizer", default=None, choices=["adamw", "adam", "sgd", "rmsprop", "adagrad"])
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--momentum", type=float, default=None, help="SGD/RMSprop momentum (default 0.9)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=None)
+    p.add_argument("--momentum", type=_non_negative_float, default=None, help="SGD/RMSprop momentum (default 0.9)")
     p.add_argument("--scheduler", default=None, choices=["cosine", "step", "plateau", "none"],
                    help="cosine (with warm-up, default), step, plateau or none")
     p.add_argument("--warmup-epochs", type=_nonneg_int, default=None)
     p.add_argument("--loss", default=None, choices=["ce", "focal"])
-    p.add_argument("--focal-gamma", type=float, default=None)
-    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--focal-gamma", type=_non_negative_float, default=None)
+    p.add_argument("--label-smoothing", type=_unit_float, default=None)
     p.add_argument("--class-weights", default=None, choices=["balanced", "none"])
     p.add_argument("--augment", default=None, metavar="SPEC",
                    help="e.g. 'hflip,rotate=10,shift=0.07,scale=0.1,brightness=0.1,contrast=0.1' or 'none'")
@@ -132,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--run", metavar="DIR", help="run directory (uses its best.safetensors)")
     g.add_argument("--checkpoint", metavar="FILE", help="a .safetensors checkpoint written by tinycnn train")
-    p.add_argument("--dataset", default=None, help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--dataset", default=None, help="dataset, in full (default: the data the checkpoint was "
+                   "trained on, with its --subset)")
     _data_dir(p)
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -188,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------------- commands
+def _output_folder(option, path):
+    """Refuse an output folder that is an existing file (os.makedirs would say only 'File exists')."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{option} {path}: expected a folder, got an existing file")
+
+
 def _say(args, text):
     if not getattr(args, "quiet", False):
         print(text, flush=True)
@@ -227,7 +236,8 @@ def cmd_train(args):
     res = train_run(settings, log=lambda t: _say(args, t), quiet=args.quiet)
     m = res["metrics"]
     print(f"run directory: {res['run_dir']}")
-    print(f"test (best val-AUC checkpoint, epoch {m.get('best_epoch')}): AUC {m['auc']:.4f}  ACC {m['acc']:.4f}")
+    auc = "n/a" if m["auc"] is None else f"{m['auc']:.4f}"  # None: undefined (a test split with one class)
+    print(f"test (best val-AUC checkpoint, epoch {m.get('best_epoch')}): AUC {auc}  ACC {m['acc']:.4f}")
     return 0
 
 
@@ -248,7 +258,10 @@ def cmd_evaluate(args):
         import io
         buf = io.BytesIO()
         np.save(buf, probs.astype(np.float32), allow_pickle=False)
-        atomic_write_bytes(args.probs_out, buf.getvalue())
+        try:
+            atomic_write_bytes(args.probs_out, buf.getvalue())
+        except OSError as exc:  # the error would name the temp file, not the user's path
+            raise CLIError(f"--probs-out {args.probs_out}: cannot write the file ({exc.strerror or exc})") from exc
     if args.json:
         print(json.dumps(m))
     else:
@@ -307,7 +320,11 @@ def cmd_predict(args):
         # target: each image's predicted class; for a multi-label model its most probable label (argmax of
         # the logits, as sigmoid is monotone)
         cams, t = explain.grad_cam(model, xn, layer=args.layer)
-        explain.save_overlays(x, cams, args.gradcam, titles=[f"{names[c]} {probs[i, c]:.2f}" for i, c in enumerate(t)])
+        try:
+            explain.save_overlays(x, cams, args.gradcam,
+                                  titles=[f"{names[c]} {probs[i, c]:.2f}" for i, c in enumerate(t)])
+        except OSError as exc:
+            raise CLIError(f"--gradcam {args.gradcam}: cannot write the file ({exc.strerror or exc})") from exc
     if args.feature_maps:
         import os
         from . import tensor, viz
@@ -316,6 +333,7 @@ def cmd_predict(args):
         if layer is None:
             raise CLIError("--feature-maps needs --layer: this model names no default layer")
         xn = T.Normalize(meta["mean"], meta["std"])(x)
+        _output_folder("--feature-maps", args.feature_maps)
         os.makedirs(args.feature_maps, exist_ok=True)
         # an ensemble's members each have their own maps: show the first member's unless a member is named
         shown = model.members[0] if hasattr(model, "members") and not layer.startswith("members.") else model
@@ -346,7 +364,11 @@ def cmd_summary(args):
 
     c, h, w = parse_input_shape(args.input)
     model = get_model(args.model, in_channels=c, num_classes=args.classes)
-    s = summarize(model, (c, h, w))
+    try:
+        s = summarize(model, (c, h, w))
+    except ValueError as exc:  # e.g. an image too small for the model's pooling
+        raise CLIError(f"--input {args.input}: model {args.model} cannot take a {c}x{h}x{w} input "
+                       f"({_one_line(exc)})") from exc
     if args.json:
         print(json.dumps(s))
     else:
@@ -368,6 +390,7 @@ def cmd_convert(args):
     for p in args.inputs:
         if not os.path.exists(p):
             raise CLIError(f"input not found: {p}")
+    _output_folder("--to", args.to)
     written = convert_paths(args.inputs, args.to, window=window, sidecar=args.sidecar)
     for w in written:
         _say(args, str(w))
@@ -413,8 +436,16 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    # Numba's coloured error messages init colorama, which writes an ANSI reset to a terminal's stdout at exit
+    os.environ.setdefault("NUMBA_DISABLE_ERROR_MESSAGE_HIGHLIGHTING", "1")
     try:
-        return COMMANDS[args.command](args)
+        if args.debug:
+            return COMMANDS[args.command](args)
+        import numpy as np
+        # NumPy's floating-point RuntimeWarnings (e.g. from a diverging run) would add lines to stderr; the
+        # errors they lead to are reported as one line below
+        with np.errstate(all="ignore"):
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         hint = ""
         if args.command == "train" and getattr(args, "out", None):

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,10 @@ DEFAULT_TIME_BUDGET = 780.0
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_acc", "val_auc", "lr", "seconds")
 
+# the seed of an image folder's 80/10/10 split: fixed (docs/cli.md), not the training --seed, so that every
+# run and every `evaluate --dataset DIR` of that folder has the same test images
+FOLDER_SPLIT_SEED = 0
+
 # settings that do not depend on the data (None = chosen by the recipe)
 TRAIN_DEFAULTS = {
     "dataset": "synthetic", "data_dir": None, "model": None, "epochs": None, "batch_size": None, "lr": None,
@@ -57,6 +62,8 @@ class RunDir:
 
     def __init__(self, path, meta: dict):
         self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {path}: expected a run directory, got an existing file")
         self.path.mkdir(parents=True, exist_ok=True)
         self.meta = meta  # model metadata stored in the checkpoints
 
@@ -83,16 +90,25 @@ class RunDir:
         self.write_history(trainer.history)
 
 
+def download_progress(quiet) -> bool | None:
+    """`progress` for a dataset download: like every progress bar, none with --quiet or when stdout is not a
+    terminal (None: tqdm's own check of stderr)."""
+    return False if quiet or not sys.stdout.isatty() else None
+
+
 def load_data(settings, progress=None):
     """Load the dataset named in settings; optional `subset` keeps the first N images of each split."""
     from tinycnn import data
 
     kw = {}
-    if str(settings["dataset"]).lower() in ("synthetic", data.SYNTHETIC_MULTILABEL) and settings.get("subset"):
+    synthetic = str(settings["dataset"]).lower() in ("synthetic", data.SYNTHETIC_MULTILABEL)
+    if synthetic and settings.get("subset"):
         n = int(settings["subset"])
         kw["synthetic_sizes"] = (n, max(n // 4, 20), max(n // 4, 20))
+    # the training seed picks the synthetic images; a folder is always split with the same seed
+    seed = settings.get("seed", 0) if synthetic else FOLDER_SPLIT_SEED
     ds = data.load_dataset(settings["dataset"], data_dir=settings.get("data_dir"), size=settings.get("image_size", 28),
-                           seed=settings.get("seed", 0), progress=progress, **kw)
+                           seed=seed, progress=progress, **kw)
     if settings.get("subset"):
         n = int(settings["subset"])
         ds = data.DatasetSplits(ds.train.subset(np.arange(min(n, len(ds.train)))),
@@ -242,13 +258,15 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None, data
         s = dict(user_settings)
         s.pop("resume", None)
     tinycnn.manual_seed(int(s.get("seed") or 0))
-    ds = data if data is not None else load_data({**TRAIN_DEFAULTS, **s}, progress=None if not quiet else False)
+    ds = data if data is not None else load_data({**TRAIN_DEFAULTS, **s}, progress=download_progress(quiet))
     if not resume and "in_channels" not in s:
         s["epochs_given"] = s.get("epochs") is not None
         s = resolve_settings(s, ds)
     s["model"] = canonical_name(s["model"])
     s["in_channels"] = ds.info.n_channels
     s["num_classes"] = ds.info.n_classes
+    if s.get("time_budget") is None and not s.get("epochs_given"):
+        s["time_budget"] = DEFAULT_TIME_BUDGET  # the budget the run has, recorded as such in config.json
     if s["out"] is None:
         s["out"] = os.path.join("runs", f"{Path(str(s['dataset'])).name}-{s['model']}-seed{s['seed']}")
     device = s["device"]
@@ -294,11 +312,8 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None, data
                   "seed": s["seed"], "command": "tinycnn train", "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         write_json(run.file("config.json"), config)
     t0 = time.perf_counter()
-    budget = s.get("time_budget")
-    if budget is None and not s.get("epochs_given"):
-        budget = DEFAULT_TIME_BUDGET
     trainer.fit(ds.train, ds.val, s["epochs"], ds.info.task, run=run, patience=s["patience"],
-                stop_after=stop_after, log=None if quiet else log, time_budget=budget)
+                stop_after=stop_after, log=None if quiet else log, time_budget=s.get("time_budget"))
     if trainer.epoch < trainer.target_epochs and stop_after is not None and trainer.epoch >= stop_after:
         return {"run_dir": str(run.path), "metrics": None, "history": trainer.history, "settings": s,
                 "stopped": True}
@@ -316,8 +331,11 @@ def finish_run(run: RunDir, ds, device, quiet=False, log=print) -> dict:
     model, meta = build_model(run.file("best.safetensors"), device=device)
     probs = predict_probs(model, meta, ds.test.images, device=device, quiet=quiet)
     metrics = classification_report(ds.test.labels, probs, task=ds.info.task, class_names=ds.info.class_names)
+    val_auc = meta.get("val_auc")
+    if val_auc is not None and not np.isfinite(val_auc):
+        val_auc = None  # undefined (one class in the val split): null, as NaN is not JSON
     metrics.update({"split": "test", "checkpoint": "best.safetensors", "best_epoch": meta.get("epoch"),
-                    "val_auc": meta.get("val_auc"), "dataset": ds.info.name})
+                    "val_auc": val_auc, "dataset": ds.info.name})
     write_json(run.file("metrics.json"), metrics)
     import csv as _csv
     with open(run.file("history.csv")) as f:
@@ -351,19 +369,23 @@ def format_metrics(m: dict) -> str:
 
 
 def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, device="cpu", quiet=True):
-    """(metrics, probs, labels) of a checkpoint on a dataset split (default: the dataset it was trained on)."""
+    """(metrics, probs, labels) of a checkpoint on a dataset split (default: the data it was trained on, with the
+    training --subset; a named dataset is used in full)."""
     from tinycnn.metrics import classification_report
 
     model, meta = build_model(checkpoint, device=device)
     source = meta.get("data", {})
-    if dataset is None or str(dataset) == str(source.get("dataset")):
-        # the training data: same source, seed (synthetic images and folder splits depend on it) and subset
+    if dataset is None:
+        # the training data: same source, seed (the synthetic images depend on it) and subset
         spec = {**TRAIN_DEFAULTS, **source, "data_dir": data_dir or source.get("data_dir")}
+    elif str(dataset) == str(source.get("dataset")):
+        # the named dataset in full (a training --subset does not carry over), its images as in training
+        spec = {**TRAIN_DEFAULTS, **source, "data_dir": data_dir or source.get("data_dir"), "subset": None}
     else:
         spec = {**TRAIN_DEFAULTS, "dataset": dataset, "data_dir": data_dir, "image_size": meta.get("image_size", 28)}
     if spec.get("dataset") is None:
         raise ValueError(f"checkpoint {checkpoint} does not name its dataset: pass --dataset NAME|DIR")
-    ds = load_data(spec)
+    ds = load_data(spec, progress=download_progress(quiet))
     if ds.info.n_channels != meta["in_channels"]:
         raise ValueError(f"checkpoint {checkpoint} expects {meta['in_channels']}-channel images, "
                          f"dataset {ds.info.name!r} has {ds.info.n_channels}")

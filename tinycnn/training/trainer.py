@@ -267,6 +267,11 @@ class Trainer:
 
         logits = predict_logits(self.eval_model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
                                 quiet=self.quiet, desc=desc)
+        if not np.all(np.isfinite(logits)):
+            # the weights diverged although each batch's loss was finite (e.g. an extreme --lr)
+            lr = self.optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(f"training stopped: the model's {desc} outputs became NaN or infinite in epoch "
+                                   f"{self.epoch + 1} (lr {lr:.3g}); lower --lr or check the data")
         z = tinycnn.tensor(logits)                 # float64: the loss ops compute it stably, no smoothing/weights
         if is_multilabel(task):
             y = np.asarray(ds.labels)
