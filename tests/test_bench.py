@@ -148,6 +148,19 @@ def test_main_rejects_unknown_section(capsys):
     assert "sections must be among" in err and "bogus" in err
 
 
+def test_main_rejects_unknown_op_before_measuring(capsys, tmp_path):
+    assert bench.main(["--ops", "conv2d_forward,nosuch", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown op name(s) nosuch" in err and "conv2d_forward" in err
+    assert not (tmp_path / "out").exists()      # rejected before any measurement or output
+
+
+def test_progress_lines_stay_off_when_stdout_is_not_a_terminal(capsys, tmp_path):
+    bench.run(quick=True, out_dir=tmp_path, sections=("ops",), ops=["max_pool2d_backward"], use_torch=False,
+              plots=False, timing=dict(reps=2, warmup=0, min_sample_s=0.001, budget_s=0.2, gap_s=0.0))
+    assert "[bench]" not in capsys.readouterr().err
+
+
 def test_model_steps_checked_against_torch_then_timed():
     torch = pytest.importorskip("torch")
     from tinycnn.bench import endtoend, report

@@ -75,6 +75,10 @@ def _run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, s
     bad = [s for s in sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"sections must be among {SECTIONS}, got {bad}")
+    known = {c.op for c in opcases.grid(quick)}
+    unknown = sorted(set(ops or ()) - known)
+    if unknown:
+        raise ValueError(f"--ops: unknown op name(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -104,7 +108,7 @@ def _run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, s
         nonlocal t_sec
         section_s[name] = time.perf_counter() - t_sec
         t_sec = time.perf_counter()
-        if not quiet:   # progress on stderr: stdout carries only the tables
+        if not quiet and sys.stdout.isatty():   # progress on stderr: stdout carries only the tables
             print(f"[bench] {name} done in {section_s[name]:.0f} s", file=sys.stderr, flush=True)
 
     if "ops" in sections:
@@ -112,7 +116,7 @@ def _run(quick: bool = False, out_dir: str | os.PathLike = "bench-results", *, s
         recs = []
         try:
             from tqdm import tqdm  # noqa: PLC0415
-            it = tqdm(cases, desc="ops", disable=quiet or not sys.stderr.isatty(), leave=False)
+            it = tqdm(cases, desc="ops", disable=quiet or not sys.stdout.isatty(), leave=False)
         except ImportError:
             it = cases
         for case in it:
