@@ -208,3 +208,15 @@ def test_config_records_the_default_time_budget(tmp_path):
               log=None, quiet=True, stop_after=1)
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert settings["epochs_given"] is False and settings["time_budget"] == DEFAULT_TIME_BUDGET
+
+
+def test_closed_stdout_pipe_ends_quietly():
+    """`tinycnn datasets --json | head -c 0`: the reader is gone before the first write; no error line."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "tinycnn", "datasets", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Error" not in err and "error" not in err, err

@@ -452,6 +452,11 @@ def main(argv=None) -> int:
             hint = f"; continue with: tinycnn train --out {args.out} --resume"
         print(f"tinycnn: interrupted{hint}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # whoever read stdout stopped (`tinycnn datasets | head`): end quietly, as other command-line tools do;
+        # stdout goes to /dev/null so that Python's final flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except Exception as exc:  # every failure becomes one line unless --debug
         if args.debug:
             raise
