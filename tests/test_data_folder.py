@@ -53,6 +53,25 @@ def test_existing_train_val_test_folders_are_used(tmp_path):
     assert ds.info.extra["split"] == "folders" and ds.info.task == "binary-class"
 
 
+def test_train_and_test_folders_get_val_from_train(tmp_path):
+    _make_folder(tmp_path / "ds" / "train", {"cat": 18, "dog": 9})
+    _make_folder(tmp_path / "ds" / "test", {"cat": 4, "dog": 4})
+    ds = data.load_dataset(tmp_path / "ds", size=8)
+    assert ds.info.class_names == ("cat", "dog")          # not ("test", "train")
+    assert [(s.labels == 0).sum() for s in ds] == [16, 2, 4] and [(s.labels == 1).sum() for s in ds] == [8, 1, 4]
+    flat = lambda s: {im.tobytes() for im in s.images}  # noqa: E731
+    assert not (flat(ds.train) & flat(ds.val))
+    assert ds.info.extra["split"] == "folders, val 1/9 of train"
+
+
+@pytest.mark.parametrize("splits", [("train",), ("train", "val"), ("val", "test")])
+def test_partial_split_folders_are_an_error(tmp_path, splits):
+    for split in splits:
+        _make_folder(tmp_path / "ds" / split, {"cat": 3, "dog": 3})
+    with pytest.raises(data.DatasetError, match="expected train/, val/ and test/"):
+        data.load_dataset(tmp_path / "ds", size=8)
+
+
 def test_grayscale_pixels_and_resize(tmp_path):
     d = tmp_path / "ds"
     for cls in ("x", "y"):

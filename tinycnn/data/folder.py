@@ -4,7 +4,9 @@ Class names are the sorted sub-folder names (class index = position). Without tr
 the images of each class are shuffled with `default_rng(seed)` and split 80/10/10 (stratified: every class
 is split on its own, val and test get round(0.1 * n) each, train the rest). Images are read with Pillow,
 converted to grayscale ("L") or RGB, resized to `size` x `size` (bilinear, antialiased) and returned as
-float32 (N, C, size, size) in [0, 1] with int64 labels.
+float32 (N, C, size, size) in [0, 1] with int64 labels. A folder with only `train/` and `test/` gets its
+val split from train (stratified, 1/9 of each class, the same seed); other partial sets of split folders are
+an error rather than being read as classes named "train" or "test".
 """
 from __future__ import annotations
 
@@ -111,9 +113,16 @@ def load_image_folder(root, size: int = 28, channels=None, seed: int = 0, fracti
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
     split_dirs = {s: root / s for s in ("train", "val", "test")}
-    presplit = all(d.is_dir() for d in split_dirs.values())
+    present = [s for s, d in split_dirs.items() if d.is_dir()]
+    # train/ + test/ without val/ (a common layout): val is split off train, stratified, 1/9 of it
+    val_from_train = present == ["train", "test"]
+    if present and len(present) < 3 and not val_from_train:
+        raise DatasetError(f"image folder {str(root)!r} has split folder(s) {'/, '.join(present)}/ but not "
+                           f"{'/, '.join(s for s in split_dirs if s not in present)}/: expected train/, val/ and "
+                           f"test/ (or train/ and test/, or one folder per class and no split folders)")
+    presplit = bool(present)
     if presplit:
-        classes = sorted({d.name for s in split_dirs.values() for d in _class_dirs(s)})
+        classes = sorted({d.name for s in present for d in _class_dirs(split_dirs[s])})
     else:
         classes = [d.name for d in _class_dirs(root)]
     if len(classes) < 2:
@@ -130,7 +139,11 @@ def load_image_folder(root, size: int = 28, channels=None, seed: int = 0, fracti
         return out
 
     if presplit:
-        lists = [listing(split_dirs[s]) for s in ("train", "val", "test")]
+        lists = [listing(split_dirs[s]) if s in present else [] for s in ("train", "val", "test")]
+        if val_from_train:
+            train_items = lists[0]
+            tr, va, _ = stratified_split(np.array([lab for _, lab in train_items]), (8 / 9, 1 / 9, 0.0), seed)
+            lists[:2] = [[train_items[i] for i in tr], [train_items[i] for i in va]]
         for s, lst in zip(("train", "val", "test"), lists):
             if not lst:
                 raise DatasetError(f"image folder {str(split_dirs[s])!r} holds no images "
@@ -151,6 +164,7 @@ def load_image_folder(root, size: int = 28, channels=None, seed: int = 0, fracti
     info = DatasetInfo(name=root.name, task="binary-class" if len(classes) == 2 else "multi-class",
                        class_names=tuple(classes), n_channels=channels, image_size=size,
                        n_samples={s: len(p) for s, p in zip(("train", "val", "test"), parts)},
-                       source=str(root), extra={"split": "folders" if presplit else "stratified 80/10/10",
+                       source=str(root), extra={"split": ("folders, val 1/9 of train" if val_from_train else "folders")
+                                                if presplit else "stratified 80/10/10",
                                                 "seed": int(seed)})
     return DatasetSplits(*parts, info)
