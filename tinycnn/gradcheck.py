@@ -39,6 +39,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3):
     and the numerical and analytical values.
     """
     single = isinstance(inputs, Tensor)
+    # an array is not a sequence of inputs here (each element would be passed as a number)
+    if not single and (isinstance(inputs, (str, bytes, np.ndarray)) or not hasattr(inputs, "__iter__")):
+        raise TypeError(f"gradcheck: inputs must be a Tensor or a sequence of Tensors, got {type(inputs).__name__}")
     inputs = [inputs] if single else list(inputs)
     xs = []
     for a in inputs:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numbers
+from collections import namedtuple
 
 import numpy as np
 
@@ -13,7 +14,16 @@ from .ops import reduce as R
 from .ops import shape as S
 
 __all__ = ["Tensor", "tensor", "from_numpy", "zeros", "ones", "zeros_like", "ones_like", "randn", "rand",
-           "arange", "cat", "stack", "where", "as_dtype"]
+           "arange", "cat", "stack", "where", "as_dtype", "TensorIndexError"]
+
+
+class TensorIndexError(IndexError, ValueError):
+    """An index out of range: a ValueError by the project's error rules, and an IndexError as in
+    NumPy/PyTorch, which also lets ``for row in tensor`` stop at the end."""
+
+
+# (values, indices), as torch.max(dim) returns it
+MaxResult = namedtuple("max", ["values", "indices"])
 
 
 def as_dtype(dtype, name: str = "dtype"):
@@ -26,14 +36,36 @@ def as_dtype(dtype, name: str = "dtype"):
         raise TypeError(f"{name} must be a NumPy dtype or its name (e.g. 'float32'), got {dtype!r}") from exc
 
 
+_NUMERIC_KINDS = "biufc"   # bool, (unsigned) int, float, complex: what a Tensor may hold
+
+
+def looks_like_dtype(value) -> bool:
+    """True for a dtype given where a device may also stand (``t.to(np.float64)``, ``m.to("float64")``)."""
+    if isinstance(value, (np.dtype, type)):
+        return True
+    if isinstance(value, str) and value.split(":")[0] not in ("cpu", "cuda"):
+        try:
+            np.dtype(value)
+        except TypeError:
+            return False
+        return True
+    return False
+
+
 def _to_array(data, dtype, device):
-    """Convert `data` to a backend array following the dtype rules of the API contract."""
+    """Convert `data` to a new backend array following the dtype rules of the API contract.
+
+    Arrays and Tensors are copied, as torch.tensor() always copies (`from_numpy` is the way to share).
+    """
     if isinstance(data, Tensor):
         data = data.data
     if backends.device_of(data) == "cuda" or isinstance(data, np.ndarray):
-        arr = data
-        if dtype is not None and arr.dtype != dtype:
-            arr = arr.astype(dtype)
+        if data.dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(f"data must hold numbers (bool, int, float or complex), got an array of dtype {data.dtype}")
+        arr = data.astype(dtype if dtype is not None else data.dtype, copy=True)
+    elif isinstance(data, (str, bytes)):
+        raise TypeError(f"data must be an array, a number or a nested sequence of numbers, got {type(data).__name__} "
+                        f"{data!r}")
     elif isinstance(data, (bool, np.bool_)):
         arr = np.asarray(data, dtype=dtype or np.bool_)
     elif isinstance(data, (numbers.Integral,)):
@@ -47,8 +79,8 @@ def _to_array(data, dtype, device):
             arr = np.asarray(data)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"data must be an array, a number or a nested sequence of numbers: {exc}") from exc
-        if arr.dtype == object:
-            raise TypeError(f"data must be numeric; got a sequence that NumPy reads as dtype=object")
+        if arr.dtype.kind not in _NUMERIC_KINDS:
+            raise TypeError(f"data must be numeric; got a sequence that NumPy reads as dtype={arr.dtype}")
         if dtype is not None:
             arr = arr.astype(dtype)
         elif arr.dtype.kind == "f":
@@ -160,12 +192,18 @@ class Tensor:
         return E.Mul.apply(self, 1) if self.requires_grad else Tensor._wrap(self.data.copy())
 
     def to(self, device=None, dtype=None):
-        """Copy to another device and/or dtype (returns self when nothing changes). Differentiable."""
+        """Copy to another device and/or dtype (returns self when nothing changes). Differentiable.
+
+        ``to(dtype)`` may be given positionally, as torch allows (``t.to(np.float64)``, ``t.to("float64")``).
+        """
+        if dtype is None and looks_like_dtype(device):
+            device, dtype = None, device
         out = self
         if dtype is not None:
             dtype = as_dtype(dtype)
             if dtype != self.dtype:
-                out = _Cast.apply(out, dtype)
+                # to a non-float dtype the result cannot require grad (as in torch): no graph for it
+                out = _Cast.apply(out if dtype.kind in "fc" else out.detach(), dtype)
         if device is not None and backends.normalize_device(device) != self.device:
             out = _ToDevice.apply(out, backends.normalize_device(device))
         return out
@@ -202,8 +240,16 @@ class Tensor:
         return bool(self.item())
 
     # ------------------------------------------------------------------ autograd
-    def backward(self, grad=None, retain_graph=False):
-        """Backpropagate from this tensor; `grad` defaults to 1 for a one-element tensor."""
+    def backward(self, grad=None, retain_graph=False, *, gradient=None):
+        """Backpropagate from this tensor; `grad` defaults to 1 for a one-element tensor.
+
+        `grad` is a Tensor or an array (or a number) of this tensor's shape; ``gradient=`` is accepted
+        as well, PyTorch's name for it.
+        """
+        if gradient is not None:
+            if grad is not None:
+                raise TypeError("backward() got both grad and gradient (the same argument); pass one of them")
+            grad = gradient
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input had requires_grad=True, or it was computed under no_grad)")
@@ -215,6 +261,8 @@ class Tensor:
             g = xp.ones(self.shape, dtype=self.dtype)
         else:
             g = grad.data if isinstance(grad, Tensor) else grad
+            if not isinstance(g, numbers.Number) and not hasattr(g, "shape") and not isinstance(g, (list, tuple)):
+                raise TypeError(f"grad must be a Tensor, an array or a number, got {type(grad).__name__}")
             g = backends.to_device(xp.asarray(g) if backends.device_of(g) == self.device else g, self.device)
             g = g.astype(self.dtype, copy=False)
             if g.shape != self.shape:
@@ -232,7 +280,7 @@ class Tensor:
         return self
 
     # ------------------------------------------------------------------ operators
-    def _other(self, other):
+    def _other(self, other, op):
         if isinstance(other, Tensor):
             return other
         if isinstance(other, np.number):
@@ -240,43 +288,57 @@ class Tensor:
             return other.item()
         if isinstance(other, numbers.Number):
             return other
-        return Tensor(other, device=self.device)
+        if isinstance(other, (np.ndarray, list, tuple)) or backends.device_of(other) == "cuda":
+            return Tensor(other, device=self.device)
+        raise TypeError(f"unsupported operand for {op!r}: a Tensor, a number or an array is expected, "
+                        f"got {type(other).__name__}")
+
+    def _binary(self, fn, other, op, reflected=False):
+        """fn.apply(self, other) (or (other, self)) after PyTorch's type promotion and a shape check."""
+        other = self._other(other, op)
+        a, b = (other, self) if reflected else (self, other)
+        a, b = _promote(a, b, true_div=fn is E.Div)
+        if fn is E.MatMul:
+            _check_matmul(_shape_of(a), _shape_of(b))
+        else:
+            _check_broadcast(_shape_of(a), _shape_of(b), op)
+        return fn.apply(a, b)
 
     def __add__(self, o):
-        return E.Add.apply(self, self._other(o))
+        return self._binary(E.Add, o, "+")
 
     def __radd__(self, o):
-        return E.Add.apply(self._other(o), self)
+        return self._binary(E.Add, o, "+", reflected=True)
 
     def __sub__(self, o):
-        return E.Sub.apply(self, self._other(o))
+        return self._binary(E.Sub, o, "-")
 
     def __rsub__(self, o):
-        return E.Sub.apply(self._other(o), self)
+        return self._binary(E.Sub, o, "-", reflected=True)
 
     def __mul__(self, o):
-        return E.Mul.apply(self, self._other(o))
+        return self._binary(E.Mul, o, "*")
 
     def __rmul__(self, o):
-        return E.Mul.apply(self._other(o), self)
+        return self._binary(E.Mul, o, "*", reflected=True)
 
     def __truediv__(self, o):
-        return E.Div.apply(self, self._other(o))
+        return self._binary(E.Div, o, "/")
 
     def __rtruediv__(self, o):
-        return E.Div.apply(self._other(o), self)
+        return self._binary(E.Div, o, "/", reflected=True)
 
     def __pow__(self, o):
-        return E.Pow.apply(self, self._other(o))
+        return self._binary(E.Pow, o, "**")
 
     def __rpow__(self, o):
-        return E.Pow.apply(self._other(o), self)
+        return self._binary(E.Pow, o, "**", reflected=True)
 
     def __matmul__(self, o):
-        return E.MatMul.apply(self, self._other(o))
+        return self._binary(E.MatMul, o, "@")
 
     def __rmatmul__(self, o):
-        return E.MatMul.apply(self._other(o), self)
+        return self._binary(E.MatMul, o, "@", reflected=True)
 
     def __neg__(self):
         return E.Neg.apply(self)
@@ -286,6 +348,8 @@ class Tensor:
 
     def _compare(self, o, op):
         o = o.data if isinstance(o, Tensor) else o
+        if hasattr(o, "shape"):
+            _check_broadcast(self.shape, tuple(o.shape), "comparison")
         return Tensor._wrap(op(self.data, o))
 
     def __eq__(self, o):
@@ -308,28 +372,63 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    def _index_arg(self, index):
+        """`index` with Tensors unwrapped; TypeError for an entry that cannot index (a float, a str, ...)."""
+        parts = index if isinstance(index, tuple) else (index,)
+        out = []
+        for i in parts:
+            if isinstance(i, Tensor):
+                i = i.data
+            ok = (i is None or i is Ellipsis or isinstance(i, (slice, numbers.Integral, np.integer, np.bool_, list))
+                  or (hasattr(i, "dtype") and hasattr(i, "shape") and i.dtype.kind in "biu"))
+            if not ok:
+                what = f"dtype {i.dtype}" if hasattr(i, "dtype") else type(i).__name__
+                raise TypeError(f"tensor indices must be ints, slices, None, Ellipsis, or integer/boolean arrays "
+                                f"or Tensors; got {what} in index {_short_repr(index)}")
+            out.append(i)
+        return tuple(out) if isinstance(index, tuple) else out[0]
+
+    def _index_error(self, index, exc):
+        # NumPy's IndexError says which axis and size; add the tensor's shape (and be a ValueError too)
+        return TensorIndexError(f"index {_short_repr(index)} is out of range for a tensor of shape {self.shape}: "
+                                f"{exc}")
+
     def __getitem__(self, index):
-        if isinstance(index, Tensor):
-            index = index.data
-        elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        return S.GetItem.apply(self, index)
+        index = self._index_arg(index)
+        try:
+            return S.GetItem.apply(self, index)
+        except IndexError as exc:
+            raise self._index_error(index, exc) from None
 
     def __setitem__(self, index, value):
         if self.requires_grad and is_grad_enabled():
             raise RuntimeError("in-place assignment to a tensor that requires grad; wrap it in no_grad()")
+        index = self._index_arg(index)
         value = value.data if isinstance(value, Tensor) else value
-        self.data[index] = value
+        try:
+            self.data[index] = value
+        except IndexError as exc:
+            raise self._index_error(index, exc) from None
+
+    def __iter__(self):
+        # explicit (not the __getitem__ fallback), so a 0-d tensor is a TypeError as in PyTorch
+        if self.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.shape[0]))
 
     # ------------------------------------------------------------------ math methods
+    def _floating(self):
+        """self, or for a bool/int tensor a float32 copy: float-valued ops promote to the default dtype, as torch."""
+        return self if self.dtype.kind in "fc" else self.to(dtype=np.float32)
+
     def exp(self):
-        return E.Exp.apply(self)
+        return E.Exp.apply(self._floating())
 
     def log(self):
-        return E.Log.apply(self)
+        return E.Log.apply(self._floating())
 
     def sqrt(self):
-        return E.Sqrt.apply(self)
+        return E.Sqrt.apply(self._floating())
 
     def abs(self):
         return E.Abs.apply(self)
@@ -343,19 +442,19 @@ class Tensor:
 
     def sigmoid(self):
         from .ops.activation import Sigmoid
-        return Sigmoid.apply(self)
+        return Sigmoid.apply(self._floating())
 
     def tanh(self):
         from .ops.activation import Tanh
-        return Tanh.apply(self)
+        return Tanh.apply(self._floating())
 
     def softmax(self, dim):
         from .ops.activation import Softmax
-        return Softmax.apply(self, dim=_axis(dim, self.ndim))
+        return Softmax.apply(self._floating(), dim=_axis(dim, self.ndim))
 
     def log_softmax(self, dim):
         from .ops.activation import LogSoftmax
-        return LogSoftmax.apply(self, dim=_axis(dim, self.ndim))
+        return LogSoftmax.apply(self._floating(), dim=_axis(dim, self.ndim))
 
     def sum(self, dim=None, keepdim=False):
         return R.Sum.apply(self, dims=R.normalize_dims(dim, self.ndim), keepdim=keepdim)
@@ -366,17 +465,19 @@ class Tensor:
         return R.Mean.apply(self, dims=R.normalize_dims(dim, self.ndim), keepdim=keepdim)
 
     def max(self, dim=None, keepdim=False):
-        """max() -> 0-d tensor; max(dim) -> (values, indices) as in PyTorch."""
+        """max() -> 0-d tensor; max(dim) -> named tuple (values, indices) as in PyTorch."""
         if dim is None:
             return R.Max.apply(self)
         d = _axis(dim, self.ndim)
         values = R.Max.apply(self, dim=d, keepdim=keepdim)
-        return values, self.argmax(d, keepdim=keepdim)
+        return MaxResult(values, self.argmax(d, keepdim=keepdim))
 
     def argmax(self, dim=None, keepdim=False):
         xp = backends.xp_of(self.data)
         if dim is None:
-            return Tensor._wrap(xp.asarray(xp.argmax(self.data), dtype=np.int64))
+            idx = xp.asarray(xp.argmax(self.data), dtype=np.int64)
+            # keepdim keeps every (reduced) axis as size 1, as torch.argmax(keepdim=True)
+            return Tensor._wrap(idx.reshape((1,) * self.ndim) if keepdim else idx)
         idx = xp.argmax(self.data, axis=_axis(dim, self.ndim)).astype(np.int64)
         if keepdim:
             idx = xp.expand_dims(idx, _axis(dim, self.ndim))
@@ -398,6 +499,9 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         s, e = _axis(start_dim, self.ndim), _axis(end_dim, self.ndim)
+        if s > e:
+            raise ValueError(f"flatten: start_dim must not come after end_dim, got start_dim={start_dim}, "
+                             f"end_dim={end_dim} for a tensor with {self.ndim} dimensions")
         shape = self.shape[:s] + (-1,) + self.shape[e + 1:]
         return S.Reshape.apply(self, shape=shape)
 
@@ -447,6 +551,68 @@ def _shape_arg(shape):
     return tuple(int(s) for s in shape)
 
 
+def _short_repr(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shape_of(x):
+    return x.shape if isinstance(x, Tensor) else ()
+
+
+def _check_broadcast(sa, sb, op):
+    """ValueError naming both shapes and the clashing dimension when sa and sb do not broadcast."""
+    if sa == sb:
+        return
+    for i in range(1, min(len(sa), len(sb)) + 1):
+        m, n = sa[-i], sb[-i]
+        if m != n and m != 1 and n != 1:
+            raise ValueError(f"operands of {op!r} have shapes {sa} and {sb}, which do not broadcast: "
+                             f"dimension {-i} has sizes {m} and {n} (they must be equal, or one of them 1)")
+
+
+def _check_matmul(sa, sb):
+    """ValueError for operands that '@' cannot multiply (NumPy matmul rules, PyTorch's)."""
+    if len(sa) == 0 or len(sb) == 0:
+        raise ValueError(f"'@' needs operands with at least 1 dimension, got shapes {sa} and {sb}")
+    k_b = sb[0] if len(sb) == 1 else sb[-2]
+    if sa[-1] != k_b:
+        raise ValueError(f"operands of '@' have shapes {sa} and {sb}: the first's last dimension ({sa[-1]}) "
+                         f"must equal the second's {'only' if len(sb) == 1 else 'second-to-last'} dimension ({k_b})")
+    _check_broadcast(sa[:-2], sb[:-2], "@ (batch dimensions)")
+
+
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+_DEFAULT_DTYPE = {1: np.dtype(np.int64), 2: np.dtype(np.float32), 3: np.dtype(np.complex64)}
+
+
+def _category(x):
+    if isinstance(x, Tensor):
+        return _CATEGORY[x.dtype.kind]
+    return 0 if isinstance(x, bool) else 1 if isinstance(x, numbers.Integral) else 2 if isinstance(
+        x, numbers.Real) else 3
+
+
+def _promote(a, b, true_div=False):
+    """Cast tensor operands to PyTorch's result dtype for a binary op (Python numbers stay as they are).
+
+    PyTorch's rule: the highest category (bool < int < float < complex) wins; within it, dimensioned
+    tensors decide over 0-d tensors, which decide over Python numbers (a number alone gives the default
+    dtype: int64, float32). So float32 + int64 tensor is float32 and int / int is float32, where NumPy
+    would give float64; a 0-d float64 tensor does not promote a float32 one.
+    """
+    top = max(_category(a), _category(b))
+    if true_div:
+        top = max(top, 2)
+    tensors = [t for t in (a, b) if isinstance(t, Tensor)]
+    ranked = [t for t in tensors if _CATEGORY[t.dtype.kind] == top]
+    dims = [t for t in ranked if t.ndim > 0] or ranked
+    dtype = np.result_type(*[t.dtype for t in dims]) if dims else _DEFAULT_DTYPE[top]
+    if all(t.dtype == dtype for t in tensors):
+        return a, b
+    return tuple(x.to(dtype=dtype) if isinstance(x, Tensor) else x for x in (a, b))
+
+
 class _Cast(Function):
     """y = a as another dtype.   da = g cast back to a's dtype."""
 
@@ -494,15 +660,29 @@ def tensor(data, dtype=None, requires_grad=False, device=None):
     return Tensor(data, requires_grad=requires_grad, device=device, dtype=dtype)
 
 
-def from_numpy(a):
-    """A Tensor sharing memory with NumPy array `a`."""
+def from_numpy(a, dtype=None, device=None, requires_grad=False):
+    """A Tensor sharing memory with NumPy array `a`.
+
+    dtype=, device=, requires_grad= as the other creation functions; a dtype or device that differs
+    from the array's needs a converted copy, so only then is the memory not shared.
+    """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(a).__name__}")
-    return Tensor._wrap(a)
+    dtype = as_dtype(dtype)
+    if dtype is not None and dtype != a.dtype:
+        a = a.astype(dtype)
+    if device is not None and backends.normalize_device(device) != "cpu":
+        a = backends.to_device(a, device)
+    t = Tensor._wrap(a)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
 
 
 def _creation(fill, shape, dtype, device, requires_grad):
     shape = _shape_arg(shape)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"shape entries must be >= 0, got shape {shape}")
     dtype = as_dtype(dtype) or np.dtype(np.float32)
     device = backends.normalize_device(device)
     xp = backends.array_module(device)
@@ -550,17 +730,33 @@ def arange(*args, dtype=None, device=None):
     return Tensor._wrap(a)
 
 
-def cat(tensors, dim=0):
+def _sequence_of_tensors(tensors, fname):
     tensors = list(tensors)
     if not tensors:
-        raise ValueError("cat() needs at least one tensor")
-    return S.Cat.apply(*tensors, dim=_axis(dim, tensors[0].ndim))
+        raise ValueError(f"{fname}() needs at least one tensor")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{fname}(): tensors[{i}] must be a tinycnn Tensor, got {type(t).__name__}")
+    return tensors
+
+
+def cat(tensors, dim=0):
+    tensors = _sequence_of_tensors(tensors, "cat")
+    d = _axis(dim, tensors[0].ndim)
+    ref = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if t.ndim != len(ref) or t.shape[:d] + t.shape[d + 1:] != ref[:d] + ref[d + 1:]:
+            raise ValueError(f"cat(): tensors must have the same shape except in dimension {d}; "
+                             f"tensors[0] has shape {ref}, tensors[{i}] has shape {t.shape}")
+    return S.Cat.apply(*tensors, dim=d)
 
 
 def stack(tensors, dim=0):
-    tensors = list(tensors)
-    if not tensors:
-        raise ValueError("stack() needs at least one tensor")
+    tensors = _sequence_of_tensors(tensors, "stack")
+    for i, t in enumerate(tensors):
+        if t.shape != tensors[0].shape:
+            raise ValueError(f"stack(): tensors must all have the same shape; tensors[0] has shape "
+                             f"{tensors[0].shape}, tensors[{i}] has shape {t.shape}")
     return S.Stack.apply(*tensors, dim=_axis(dim, tensors[0].ndim + 1))
 
 

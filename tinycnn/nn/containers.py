@@ -4,6 +4,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict
 
+from ..tensor import TensorIndexError
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
@@ -16,7 +17,7 @@ def _index(idx, n, what):
         except TypeError:
             raise TypeError(f"{what} indices must be integers or slices, got {type(idx).__name__}") from None
     if not -n <= idx < n:
-        raise IndexError(f"index {idx} is out of range for {what} of length {n}")
+        raise TensorIndexError(f"index {idx} is out of range for {what} of length {n}")   # a ValueError too
     return idx % n
 
 

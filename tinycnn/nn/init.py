@@ -62,6 +62,13 @@ def _check(tensor, fname):
     return tensor
 
 
+def _real(value, name, fname):
+    """A number argument (TypeError naming it otherwise, not NumPy's conversion message)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fname}: {name} must be a number, got {type(value).__name__} {value!r}")
+    return value
+
+
 def _calculate_fan_in_and_fan_out(tensor):
     if tensor.ndim < 2:
         raise ValueError(f"fan in and fan out need a tensor with at least 2 dimensions, got shape {tensor.shape}")
@@ -91,6 +98,7 @@ def _gen(tensor, generator):
 def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
     """Fill with samples of U(a, b)."""
     _check(tensor, "uniform_")
+    _real(a, "a", "uniform_"), _real(b, "b", "uniform_")
     if not a <= b:
         raise ValueError(f"uniform_: expected a <= b, got a={a}, b={b}")
     u = _gen(tensor, generator).random(tensor.shape)
@@ -100,6 +108,7 @@ def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, generator=None):
     """Fill with samples of N(mean, std^2)."""
     _check(tensor, "normal_")
+    _real(mean, "mean", "normal_"), _real(std, "std", "normal_")
     if std < 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
     z = _gen(tensor, generator).standard_normal(tensor.shape)
@@ -126,6 +135,7 @@ def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, 
 
 def constant_(tensor, val: float):
     _check(tensor, "constant_")
+    _real(val, "val", "constant_")
     tensor.data[...] = val
     return tensor
 

@@ -266,9 +266,13 @@ class _BatchNorm(Module):
                  device=None, dtype=None, *, bias=True):
         super().__init__()
         self.num_features = _int_arg(num_features, "num_features", 1)
-        if not isinstance(eps, numbers.Real) or eps < 0:
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+            raise TypeError(f"eps must be a non-negative number, got {type(eps).__name__} {eps!r}")
+        if eps < 0:
             raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-        if momentum is not None and (not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1):
+        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
+            raise TypeError(f"momentum must be None or a number in [0, 1], got {type(momentum).__name__} {momentum!r}")
+        if momentum is not None and not 0 <= momentum <= 1:
             raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
         self.eps = eps
         self.momentum = momentum
@@ -353,7 +357,9 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"dropout probability p must be a number in [0, 1], got {type(p).__name__} {p!r}")
+        if not 0 <= p <= 1:
             raise ValueError(f"dropout probability p must be a number in [0, 1], got {p!r}")
         self.p = float(p)
         self.inplace = inplace

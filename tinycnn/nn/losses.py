@@ -54,7 +54,10 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, weight=None, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
-        if not isinstance(label_smoothing, numbers.Real) or not 0.0 <= label_smoothing <= 1.0:
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+            raise TypeError(f"label_smoothing must be a number in [0, 1], got {type(label_smoothing).__name__} "
+                            f"{label_smoothing!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
         self.register_buffer("weight", _optional_tensor(weight, "weight"))
         self.label_smoothing = float(label_smoothing)
@@ -93,7 +96,9 @@ class FocalLoss(_Loss):
 
     def __init__(self, gamma=2.0, alpha=None, reduction="mean"):
         super().__init__(reduction)
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or gamma < 0:
+        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+            raise TypeError(f"gamma must be a number >= 0, got {type(gamma).__name__} {gamma!r}")
+        if gamma < 0:
             raise ValueError(f"gamma must be a number >= 0, got {gamma!r}")
         self.gamma = float(gamma)
         self.alpha = alpha

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import backends
 from ..autograd import no_grad
-from ..tensor import Tensor, as_dtype, zero_grads
+from ..tensor import Tensor, as_dtype, looks_like_dtype, zero_grads
 from .parameter import Parameter
 
 __all__ = ["Module", "RemovableHandle", "StateDictError", "IncompatibleKeys"]
@@ -68,9 +68,13 @@ def _as_host_array(value, key):
     if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
         return value.detach().cpu().numpy()     # a torch tensor, without importing torch
     try:
-        return np.asarray(value)
+        arr = np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - report which key could not be read
         raise TypeError(f"state_dict[{key!r}] must be an array or a Tensor, got {type(value).__name__}") from exc
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"state_dict[{key!r}] must be a numeric array or a Tensor, got {type(value).__name__} "
+                        f"of dtype {arr.dtype}")
+    return arr
 
 
 class Module:
@@ -396,7 +400,7 @@ class Module:
         The Parameter objects stay the same (an optimizer built earlier still updates them);
         integer buffers such as num_batches_tracked keep their dtype. Returns self.
         """
-        if dtype is None and _looks_like_dtype(device):
+        if dtype is None and looks_like_dtype(device):
             # to(dtype) given positionally, as torch allows
             device, dtype = None, device
         dtype = as_dtype(dtype)
@@ -442,18 +446,6 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return f"{self._get_name()}({lines[0]})"
         return self._get_name() + "(\n  " + "\n  ".join(lines) + "\n)"
-
-
-def _looks_like_dtype(value):
-    if isinstance(value, (np.dtype, type)):
-        return True
-    if isinstance(value, str) and value.split(":")[0] not in ("cpu", "cuda"):
-        try:
-            np.dtype(value)
-        except TypeError:
-            return False
-        return True
-    return False
 
 
 def _host_copy(a):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backends
 from ..tensor import Tensor
 
 __all__ = ["Parameter"]
@@ -21,7 +22,13 @@ class Parameter(Tensor):
             data = np.empty((0,), dtype=np.float32)
         if isinstance(data, Tensor):
             data = data.data
-        super().__init__(data, requires_grad=requires_grad)
+        if isinstance(data, np.ndarray) or backends.device_of(data) == "cuda":
+            # wrap the array itself: Tensor() copies (as torch.tensor), a Parameter shares its data
+            self.data, self.grad, self._ctx, self.requires_grad = data, None, None, False
+            if requires_grad:
+                self.requires_grad_(True)
+        else:
+            super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()

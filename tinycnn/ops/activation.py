@@ -4,6 +4,7 @@ All are elementwise except softmax/log_softmax, which act along `dim`.
 """
 from __future__ import annotations
 
+import numbers
 import sys
 
 from ..autograd import Function
@@ -175,15 +176,18 @@ def relu(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__} "
+                        f"{negative_slope!r}")
     return LeakyReLU.apply(_check(x), negative_slope=negative_slope)
 
 
 def sigmoid(x):
-    return Sigmoid.apply(_check(x))
+    return _check(x).sigmoid()   # the method: a bool/int input is promoted to float32, as in torch
 
 
 def tanh(x):
-    return Tanh.apply(_check(x))
+    return _check(x).tanh()
 
 
 def softmax(x, dim):

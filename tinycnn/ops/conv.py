@@ -19,6 +19,10 @@ Derivations: docs/math.md ("Convolution"); tests: tests/test_conv.py.
 """
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 from ..autograd import Function
 from ..backends import kernel
 from ..backends.cpu_numpy import get_im2col_cap_bytes, set_im2col_cap_bytes
@@ -26,20 +30,28 @@ from ..backends.cpu_numpy import get_im2col_cap_bytes, set_im2col_cap_bytes
 __all__ = ["Conv2d", "conv2d", "pair", "set_im2col_cap_bytes", "get_im2col_cap_bytes"]
 
 
+def _is_int(v) -> bool:
+    # Python and NumPy integers (np.int64 from a shape or an array); bool is not a size
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints -> (h, w) of Python ints, each >= minimum; else ValueError/TypeError."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if isinstance(value, int) or (hasattr(value, "__index__") and not hasattr(value, "__len__")):
+    """An int or a pair of ints -> (h, w) of Python ints, each >= minimum.
+
+    TypeError for something that is not an int or a sequence of ints (a float, a str), ValueError for a
+    sequence of the wrong length or a value below `minimum`.
+    """
+    if _is_int(value):
         out = (int(value), int(value))
+    elif hasattr(value, "__len__") and not isinstance(value, (str, bytes)):
+        value = tuple(value)
+        if not all(_is_int(v) for v in value):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of 2 ints, got {value!r} ({len(value)} values)")
+        out = (int(value[0]), int(value[1]))
     else:
-        try:
-            items = tuple(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-        if len(items) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
-            raise ValueError(f"{name} must be an int or a pair of 2 ints, got {value!r}")
-        out = (int(items[0]), int(items[1]))
+        raise TypeError(f"{name} must be an int or a pair of ints, got {type(value).__name__} {value!r}")
     if min(out) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return out

@@ -5,6 +5,8 @@ input's shape by the autograd engine (`autograd.unbroadcast`).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function, unbroadcast
 from ..backends import xp_of
 
@@ -64,7 +66,10 @@ class Div(Function):
 
 
 class Pow(Function):
-    """y = a ** b.   da = g * b * a^(b-1),  db = g * y * log(a)  (0 where a <= 0)."""
+    """y = a ** b.   da = g * b * a^(b-1) (0 where b == 0),  db = g * y * log(a)  (0 where a <= 0).
+
+    da is 0 where b == 0, as in PyTorch: y = a^0 = 1 is constant, even at a = 0 where b a^(b-1) is 0 * inf.
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -76,7 +81,14 @@ class Pow(Function):
     def backward(ctx, g):
         a, b, y = ctx.saved_tensors
         xp = xp_of(g)
-        da = g * b * a ** (b - 1) if ctx.needs_input_grad[0] else None
+        da = None
+        if ctx.needs_input_grad[0]:
+            with np.errstate(divide="ignore", invalid="ignore"):   # a^(b-1) at a = 0 (b < 1): inf, as torch
+                da = g * b * a ** (b - 1)
+            if hasattr(b, "shape"):
+                da = xp.where(b == 0, da.dtype.type(0), da)
+            elif b == 0:
+                da = xp.zeros_like(da)
         db = None
         if ctx.needs_input_grad[1]:
             safe = xp.where(a > 0, a, 1)

@@ -122,7 +122,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if t.device != x.device:
             raise RuntimeError(f"batch_norm: {name} is on {t.device!r} but input is on {x.device!r}")
         args[name] = t
-    if not isinstance(eps, numbers.Real) or eps < 0:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"batch_norm: eps must be a non-negative number, got {type(eps).__name__} {eps!r}")
+    if eps < 0:
         raise ValueError(f"batch_norm: eps must be a non-negative number, got {eps!r}")
     rm, rv = args["running_mean"], args["running_var"]
     if (rm is None) != (rv is None):

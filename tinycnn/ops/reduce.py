@@ -12,8 +12,11 @@ from ..backends import xp_of
 
 
 def normalize_dims(dim, ndim: int, name: str = "dim"):
-    """Return a sorted tuple of non-negative axes, or None for 'all axes'."""
-    if dim is None:
+    """Return a sorted tuple of non-negative axes, or None for 'all axes'.
+
+    As in PyTorch, an empty tuple also means all axes, and an axis named twice is a ValueError.
+    """
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
         return None
     if isinstance(dim, (int, np.integer)):
         dims = (dim,)
@@ -28,8 +31,11 @@ def normalize_dims(dim, ndim: int, name: str = "dim"):
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise ValueError(f"{name}={d} is out of range for a tensor with {ndim} dimensions "
                              f"(expected {-max(ndim, 1)}..{max(ndim, 1) - 1})")
-        out.append(int(d) % max(ndim, 1))
-    return tuple(sorted(set(out)))
+        d = int(d) % max(ndim, 1)
+        if d in out:
+            raise ValueError(f"{name}={dim!r} names dimension {d} more than once")
+        out.append(d)
+    return tuple(sorted(out))
 
 
 def _expand(g, shape, dims, keepdim):
@@ -71,8 +77,8 @@ class Mean(Function):
 class Max(Function):
     """y = max over dim of a.   da = g at the (first) arg-max position, 0 elsewhere.
 
-    With dim=None the maximum over all elements (gradient to the first maximum, as
-    the arg-max convention makes it deterministic).
+    With dim=None the maximum over all elements, and the gradient split evenly between the
+    elements equal to it (PyTorch's rule for the full reduction: each of k tied maxima gets g / k).
     """
 
     @staticmethod
@@ -80,9 +86,9 @@ class Max(Function):
         xp = xp_of(a)
         ctx.shape, ctx.dim, ctx.keepdim = a.shape, dim, keepdim
         if dim is None:
-            idx = xp.argmax(a)
-            ctx.idx = idx
-            return xp.asarray(a.reshape(-1)[idx])
+            y = xp.asarray(a.reshape(-1)[xp.argmax(a)])   # argmax: NaN wins, as in torch.max
+            ctx.save_for_backward(a, y)
+            return y
         idx = xp.expand_dims(xp.argmax(a, axis=dim), dim)
         ctx.idx = idx
         out = xp.take_along_axis(a, idx, axis=dim)
@@ -91,10 +97,11 @@ class Max(Function):
     @staticmethod
     def backward(ctx, g):
         xp = xp_of(g)
-        grad = xp.zeros(ctx.shape, dtype=g.dtype)
         if ctx.dim is None:
-            grad.reshape(-1)[ctx.idx] = g
-            return grad
+            a, y = ctx.saved_tensors
+            tied = (a == y) | (xp.isnan(a) & xp.isnan(y)) if a.dtype.kind in "fc" else (a == y)
+            return tied * (g / tied.sum()).astype(g.dtype, copy=False)
+        grad = xp.zeros(ctx.shape, dtype=g.dtype)
         if not ctx.keepdim:
             g = xp.expand_dims(g, ctx.dim)
         xp.put_along_axis(grad, ctx.idx, g, axis=ctx.dim)

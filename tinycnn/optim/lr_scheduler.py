@@ -37,7 +37,9 @@ def _check_optimizer(optimizer):
 
 
 def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -363,10 +365,11 @@ class ReduceLROnPlateau(LRScheduler):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"patience must be an int >= 0, got {patience!r}")
-        if isinstance(cooldown, bool) or not isinstance(cooldown, numbers.Integral) or cooldown < 0:
-            raise ValueError(f"cooldown must be an int >= 0, got {cooldown!r}")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int >= 0, got {type(value).__name__} {value!r}")
+            if value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         self.optimizer = optimizer
         self.factor = float(factor)
         n = len(optimizer.param_groups)
@@ -380,9 +383,9 @@ class ReduceLROnPlateau(LRScheduler):
             self.min_lrs = [float(min_lr)] * n
         self.patience = int(patience)
         self.cooldown = int(cooldown)
-        self.eps = float(eps)
+        self.eps = _real(eps, "eps")
         self.mode = mode
-        self.threshold = float(threshold)
+        self.threshold = _real(threshold, "threshold")
         self.threshold_mode = threshold_mode
         self.mode_worse = math.inf if mode == "min" else -math.inf
         self.last_epoch = 0
