@@ -354,3 +354,12 @@ def test_from_numpy_takes_the_creation_options():
     assert t.data is a and t.requires_grad and t.is_leaf
     d = tinycnn.from_numpy(a, dtype="float64")
     assert d.dtype == np.float64 and not np.shares_memory(d.data, a)
+
+
+@pytest.mark.parametrize("setter", ["set_gpu_kernels", "set_cpu_kernels"])
+def test_kernel_family_of_the_wrong_type_is_a_type_error(setter):
+    from tinycnn import backends
+    with pytest.raises(TypeError, match="family must be a str"):
+        getattr(backends, setter)(1)
+    with pytest.raises(ValueError, match="family must be one of"):
+        getattr(backends, setter)("bogus")

@@ -119,6 +119,8 @@ def to_device(a, device):
 def set_gpu_kernels(family: str) -> None:
     """Choose the GPU kernel family: 'cupy' (CUDA C via cupy.RawModule) or 'numba' (Numba CUDA)."""
     global _gpu_family
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a str, one of {_GPU_FAMILIES}, got {type(family).__name__} {family!r}")
     if family not in _GPU_FAMILIES:
         raise ValueError(f"family must be one of {_GPU_FAMILIES}, got {family!r}")
     _gpu_family = family
@@ -131,6 +133,8 @@ def get_gpu_kernels() -> str:
 def set_cpu_kernels(family: str) -> None:
     """Choose the CPU kernels: 'numba' (compiled fast paths where they exist) or 'numpy' (reference)."""
     global _cpu_family
+    if not isinstance(family, str):
+        raise TypeError(f"family must be a str, one of {_CPU_FAMILIES}, got {type(family).__name__} {family!r}")
     if family not in _CPU_FAMILIES:
         raise ValueError(f"family must be one of {_CPU_FAMILIES}, got {family!r}")
     _cpu_family = family
