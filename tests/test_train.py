@@ -228,6 +228,27 @@ def test_budget_probe_fits_a_long_first_epoch_early(monkeypatch):
     assert t._budget_probe(None, log=None, eval_images=100) is None
 
 
+def test_budget_shorter_than_one_epoch_trains_part_of_it(tmp_path):
+    """A budget that holds part of the first epoch only: that many steps, the schedule annealed over them,
+    one (short) epoch in the history, and no later refit that would start a second epoch."""
+    from tinycnn.data import ArrayDataset
+    from tinycnn.training import trainer as tr
+    rng = np.random.default_rng(0)
+    train = ArrayDataset(rng.random((tr.PROBE_MIN_STEPS * 4, 1, 8, 8), dtype=np.float32),
+                         np.arange(tr.PROBE_MIN_STEPS * 4) % 2)
+    val = ArrayDataset(train.images[:16], train.labels[:16])
+    m = tinycnn.nn.Sequential(tinycnn.nn.Flatten(), tinycnn.nn.Linear(64, 2))
+    opt = tinycnn.optim.AdamW(m.parameters(), lr=1e-3)
+    t = Trainer(m, opt, WarmupCosine(opt, 5 * tr.PROBE_MIN_STEPS, tr.PROBE_MIN_STEPS // 2), batch_size=4, quiet=True)
+    # the probe's epoch estimate is 4x the budget: a quarter of the epoch's steps fit
+    t._budget_probe = lambda budget, log, n: (lambda done: t._fit_budget(budget, log, epoch_seconds=4 * budget)
+                                              if done == tr.PROBE_FIRST else None)
+    t.fit(train, val, 5, "binary-class", log=None, time_budget=100.0)
+    assert t.step_limit == tr.PROBE_MIN_STEPS // 4 and t.schedule.step_count == t.step_limit
+    assert len(t.history) == 1 and t.epoch == 1 and t.target_epochs == 1
+    assert t.schedule.total == t.step_limit and t.schedule.factor(t.step_limit - 1) < 0.01
+
+
 @pytest.mark.slow
 def test_resume_after_a_real_kill(quick_run, tmp_path):
     """A `tinycnn train` process SIGKILLed after epoch 1, then `--resume`d, ends with the uninterrupted weights."""

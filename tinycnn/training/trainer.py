@@ -147,6 +147,7 @@ class Trainer:
         self.bad_epochs = 0
         self.target_epochs = None   # set by fit; may shrink under a time budget
         self.steps_per_epoch = None
+        self.step_limit = None      # optimizer steps of the whole run, when a budget cuts even the first epoch
         self._w = None if self.class_weights is None else tinycnn.tensor(self.class_weights, device=device)
         self.task = task
         self._check_task()
@@ -252,6 +253,8 @@ class Trainer:
                 self.schedule.step()
             if on_step is not None:
                 on_step(b + 1)
+            if self.step_limit is not None and epoch * len(loaders[0]) + b + 1 >= self.step_limit:
+                break   # the time budget holds only part of this (first) epoch
             n = len(group[0][0])
             total += value * n
             count += n
@@ -298,7 +301,7 @@ class Trainer:
         to the new length, warm-up included (`WarmupCosine.resize`). The new length is part of the saved
         state, so resuming repeats it.
         """
-        if not time_budget or self.epoch > BUDGET_FIT_EPOCHS:
+        if not time_budget or self.epoch > BUDGET_FIT_EPOCHS or self.step_limit is not None:
             return
         spent = sum(h["seconds"] for h in self.history)
         per = epoch_seconds if epoch_seconds is not None else min(h["seconds"] for h in self.history)
@@ -307,6 +310,17 @@ class Trainer:
         # alone would be too pessimistic, so a later, faster epoch may give some epochs back. At least the
         # epoch under way (or the next one): whether it still fits is decided by the stop check in `fit`.
         new = min(self.requested_epochs, max(fit_epochs, self.epoch + 1))
+        if epoch_seconds is not None and fit_epochs == 0:
+            # not even the first epoch fits (a huge data set or a slow machine): train the steps that do, with
+            # the schedule fitted to them, as one shortened epoch
+            self.step_limit = max(1, int(self.steps_per_epoch * time_budget / epoch_seconds))
+            if log is not None:
+                log(f"time budget {time_budget:.0f}s at {epoch_seconds:.0f}s/epoch: training {self.step_limit} of the "
+                    f"first epoch's {self.steps_per_epoch} steps")
+            self.target_epochs = 1
+            if isinstance(self.schedule, WarmupCosine):
+                self.schedule.resize(self.step_limit)
+            return
         if new != self.target_epochs:
             if log is not None:
                 log(f"time budget {time_budget:.0f}s at {per:.1f}s/epoch: training {new} epochs "
