@@ -45,8 +45,9 @@ def test_run_directory_has_every_file(quick_run):
     for key in ("acc", "auc", "precision", "recall", "f1", "sensitivity", "specificity", "confusion_matrix", "n"):
         assert key in m, key
     assert m["n"] == 20 and np.sum(m["confusion_matrix"]) == 20
-    best_epoch = 1 + int(np.argmax([float(r["val_auc"]) for r in rows]))
-    assert m["best_epoch"] == best_epoch
+    # best validation AUC, ties going to the lower validation loss
+    best = max(rows, key=lambda r: (float(r["val_auc"]), -float(r["val_loss"])))
+    assert m["best_epoch"] == int(best["epoch"])
 
 
 def test_checkpoint_metadata_rebuilds_the_model(quick_run):
@@ -291,6 +292,38 @@ def test_keras_like_fit_evaluate_predict():
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-6)
     m = evaluate(model, ds.test, tr.mean, tr.std)
     assert m["n"] == 32 and 0 <= m["auc"] <= 1
+
+
+def test_validation_auc_ties_go_to_the_lower_loss(tmp_path):
+    """On separable data the validation AUC is 1.0 from the first epoch while the classes predicted are still
+    poor; the checkpoint kept must be the best-fitted one (lowest validation loss), also after a resume."""
+    from tinycnn.data import ArrayDataset
+    from tinycnn.training import ConstantLR
+    rng = np.random.default_rng(0)
+    y = np.arange(64) % 2
+    x = (rng.random((64, 1, 2, 2)) * 0.1 + y[:, None, None, None] * 0.2).astype(np.float32)
+    ds = ArrayDataset(x, y)
+
+    def trainer():
+        tinycnn.manual_seed(0)
+        m = tinycnn.nn.Sequential(tinycnn.nn.Flatten(), tinycnn.nn.Linear(4, 2))
+        opt = tinycnn.optim.SGD(m.parameters(), lr=0.5)
+        return Trainer(m, opt, ConstantLR(opt), batch_size=16, quiet=True)
+
+    t = trainer()
+    t.fit(ds, ds, 6, "binary-class", log=None)
+    aucs, losses = [h["val_auc"] for h in t.history], [h["val_loss"] for h in t.history]
+    assert aucs == [1.0] * 6 and losses[-1] < losses[0]
+    assert t.best_epoch == 1 + int(np.argmin(losses)) and t.best_epoch > 1
+    path = tmp_path / "state.safetensors"
+    half = trainer()
+    half.fit(ds, ds, 6, "binary-class", log=None, stop_after=3)
+    half.save_state(path)
+    resumed = trainer()
+    resumed.load_state(path)
+    assert resumed.best_loss == min(losses[:3])
+    resumed.fit(ds, ds, 6, "binary-class", log=None)
+    assert resumed.best_epoch == t.best_epoch
 
 
 @pytest.mark.parametrize("loss,weights", [("focal", None), ("ce", [0.25, 0.75]), ("focal", [0.5, 1.5])])

@@ -1,5 +1,6 @@
-"""The training loop: `Trainer.fit` with per-epoch validation, best-validation-AUC checkpointing,
-early stopping, per-step LR schedules, class weights / focal loss, NaN/inf detection and exact resume.
+"""The training loop: `Trainer.fit` with per-epoch validation, best-validation-AUC checkpointing (ties go to
+the lower validation loss), early stopping, per-step LR schedules, class weights / focal loss, NaN/inf
+detection and exact resume.
 
 A Trainer works on NumPy datasets (`tinycnn.data.ArrayDataset`: float32 images (N, C, H, W) in [0, 1],
 int64 labels) and a `tinycnn.nn.Module` classifier that outputs logits (N, classes). Inputs are
@@ -143,6 +144,7 @@ class Trainer:
         self.history: list[dict] = []
         self.epoch = 0              # epochs completed
         self.best_metric = -math.inf
+        self.best_loss = math.inf   # validation loss of the best epoch (breaks ties in the metric)
         self.best_epoch = 0
         self.bad_epochs = 0
         self.target_epochs = None   # set by fit; may shrink under a time budget
@@ -383,9 +385,12 @@ class Trainer:
                 else:
                     self.schedule.step()
             metric = vm["auc"] if math.isfinite(vm["auc"]) else vm["acc"]
-            improved = metric > self.best_metric
+            # a tie in validation AUC goes to the lower validation loss: small validation splits tie often
+            # (AUC takes few values; on an easy set it is 1.0 from the first epoch on, when the predicted
+            # classes are still wrong), and the loss still tells a better-fitted model
+            improved = metric > self.best_metric or (metric == self.best_metric and val_loss < self.best_loss)
             if improved:
-                self.best_metric, self.best_epoch, self.bad_epochs = metric, e + 1, 0
+                self.best_metric, self.best_loss, self.best_epoch, self.bad_epochs = metric, val_loss, e + 1, 0
             else:
                 self.bad_epochs += 1
             self.epoch = e + 1
@@ -430,6 +435,8 @@ class Trainer:
         self.history = list(info["history"])
         self.best_metric = float(info["best_metric"])
         self.best_epoch = int(info["best_epoch"])
+        best_rows = [h for h in self.history if h.get("epoch") == self.best_epoch]
+        self.best_loss = float(best_rows[0]["val_loss"]) if best_rows else math.inf
         self.bad_epochs = int(info["bad_epochs"])
         if self.schedule is not None and info.get("scheduler"):
             self.schedule.load_state_dict(info["scheduler"])
