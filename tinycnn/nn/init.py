@@ -21,6 +21,7 @@ import numbers
 
 from .. import backends
 from .. import random as _random
+from ..ops.nn_args import number_arg
 from ..tensor import Tensor
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
@@ -62,13 +63,6 @@ def _check(tensor, fname):
     return tensor
 
 
-def _real(value, name, fname):
-    """A number argument (TypeError naming it otherwise, not NumPy's conversion message)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{fname}: {name} must be a number, got {type(value).__name__} {value!r}")
-    return value
-
-
 def _calculate_fan_in_and_fan_out(tensor):
     if tensor.ndim < 2:
         raise ValueError(f"fan in and fan out need a tensor with at least 2 dimensions, got shape {tensor.shape}")
@@ -98,7 +92,7 @@ def _gen(tensor, generator):
 def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
     """Fill with samples of U(a, b)."""
     _check(tensor, "uniform_")
-    _real(a, "a", "uniform_"), _real(b, "b", "uniform_")
+    number_arg(a, "uniform_: a"), number_arg(b, "uniform_: b")   # TypeError, not NumPy's conversion message
     if not a <= b:
         raise ValueError(f"uniform_: expected a <= b, got a={a}, b={b}")
     u = _gen(tensor, generator).random(tensor.shape)
@@ -108,7 +102,7 @@ def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, generator=None):
     """Fill with samples of N(mean, std^2)."""
     _check(tensor, "normal_")
-    _real(mean, "mean", "normal_"), _real(std, "std", "normal_")
+    number_arg(mean, "normal_: mean"), number_arg(std, "normal_: std")
     if std < 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
     z = _gen(tensor, generator).standard_normal(tensor.shape)
@@ -135,7 +129,7 @@ def trunc_normal_(tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, 
 
 def constant_(tensor, val: float):
     _check(tensor, "constant_")
-    _real(val, "val", "constant_")
+    number_arg(val, "constant_: val")
     tensor.data[...] = val
     return tensor
 

@@ -6,10 +6,10 @@ a layer holds parameters and buffers, checks its configuration and calls the op.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from ..ops.nn_args import number_arg
 from ..tensor import Tensor, as_dtype
 from . import functional as F
 from . import init
@@ -266,14 +266,9 @@ class _BatchNorm(Module):
                  device=None, dtype=None, *, bias=True):
         super().__init__()
         self.num_features = _int_arg(num_features, "num_features", 1)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-            raise TypeError(f"eps must be a non-negative number, got {type(eps).__name__} {eps!r}")
-        if eps < 0:
-            raise ValueError(f"eps must be a non-negative number, got {eps!r}")
-        if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, numbers.Real)):
-            raise TypeError(f"momentum must be None or a number in [0, 1], got {type(momentum).__name__} {momentum!r}")
-        if momentum is not None and not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be None or a number in [0, 1], got {momentum!r}")
+        number_arg(eps, "eps", "a non-negative number", lambda v: v >= 0)
+        if momentum is not None:
+            number_arg(momentum, "momentum", "None or a number in [0, 1]", lambda v: 0 <= v <= 1)
         self.eps = eps
         self.momentum = momentum
         self.affine = bool(affine)
@@ -357,10 +352,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, numbers.Real):
-            raise TypeError(f"dropout probability p must be a number in [0, 1], got {type(p).__name__} {p!r}")
-        if not 0 <= p <= 1:
-            raise ValueError(f"dropout probability p must be a number in [0, 1], got {p!r}")
+        number_arg(p, "dropout probability p", "a number in [0, 1]", lambda v: 0 <= v <= 1)
         self.p = float(p)
         self.inplace = inplace
 

@@ -5,10 +5,9 @@ As in torch, class weights (`weight`, `pos_weight`) are registered buffers, so t
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from ..ops.nn_args import number_arg
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module
@@ -54,11 +53,7 @@ class CrossEntropyLoss(_Loss):
 
     def __init__(self, weight=None, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
-        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
-            raise TypeError(f"label_smoothing must be a number in [0, 1], got {type(label_smoothing).__name__} "
-                            f"{label_smoothing!r}")
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+        number_arg(label_smoothing, "label_smoothing", "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0)
         self.register_buffer("weight", _optional_tensor(weight, "weight"))
         self.label_smoothing = float(label_smoothing)
 
@@ -96,10 +91,7 @@ class FocalLoss(_Loss):
 
     def __init__(self, gamma=2.0, alpha=None, reduction="mean"):
         super().__init__(reduction)
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
-            raise TypeError(f"gamma must be a number >= 0, got {type(gamma).__name__} {gamma!r}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be a number >= 0, got {gamma!r}")
+        number_arg(gamma, "gamma", "a number >= 0", lambda v: v >= 0)
         self.gamma = float(gamma)
         self.alpha = alpha
 

@@ -22,13 +22,12 @@ class Parameter(Tensor):
             data = np.empty((0,), dtype=np.float32)
         if isinstance(data, Tensor):
             data = data.data
-        if isinstance(data, np.ndarray) or backends.device_of(data) == "cuda":
-            # wrap the array itself: Tensor() copies (as torch.tensor), a Parameter shares its data
-            self.data, self.grad, self._ctx, self.requires_grad = data, None, None, False
-            if requires_grad:
-                self.requires_grad_(True)
-        else:
-            super().__init__(data, requires_grad=requires_grad)
+        if not (isinstance(data, np.ndarray) or backends.device_of(data) == "cuda"):
+            data = Tensor(data).data     # numbers and lists: a new array by tensor()'s dtype rules
+        # wrap the array itself: Tensor() copies (as torch.tensor), a Parameter shares its data
+        self.data, self.grad, self._ctx, self.requires_grad = data, None, None, False
+        if requires_grad:
+            self.requires_grad_(True)
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()

@@ -4,11 +4,11 @@ All are elementwise except softmax/log_softmax, which act along `dim`.
 """
 from __future__ import annotations
 
-import numbers
 import sys
 
 from ..autograd import Function
 from ..backends import device_of, kernel, register, xp_of
+from .nn_args import number_arg
 
 
 # NumPy references of the CPU-only ReLU primitives (docs/kernels.md); cpu_numba_ew.py has the fast ones
@@ -176,9 +176,7 @@ def relu(x):
 
 
 def leaky_relu(x, negative_slope=0.01):
-    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
-        raise TypeError(f"leaky_relu: negative_slope must be a number, got {type(negative_slope).__name__} "
-                        f"{negative_slope!r}")
+    number_arg(negative_slope, "leaky_relu: negative_slope")
     return LeakyReLU.apply(_check(x), negative_slope=negative_slope)
 
 

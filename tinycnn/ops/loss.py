@@ -8,12 +8,11 @@ or the element of the upstream gradient (none).
 """
 from __future__ import annotations
 
-import numbers
-
 from ..autograd import Function
 from ..backends import kernel, xp_of
 from ..backends import cpu_numpy_nn as _reference  # noqa: F401  (registers the NumPy primitives)
 from . import nn_args
+from .nn_args import number_arg
 
 
 def _reduce(loss, reduction, denom=None):
@@ -174,10 +173,7 @@ def focal_loss(logits, target, gamma=2.0, alpha=None, reduction="mean"):
     logits = _class_logits(logits, "focal_loss")
     n, c = logits.shape
     reduction = nn_args.reduction_arg(reduction)
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):   # NumPy floats included
-        raise TypeError(f"focal_loss: gamma must be a number >= 0, got {type(gamma).__name__} {gamma!r}")
-    if gamma < 0:
-        raise ValueError(f"focal_loss: gamma must be a number >= 0, got {gamma!r}")
+    number_arg(gamma, "focal_loss: gamma", "a number >= 0", lambda v: v >= 0)   # NumPy floats included
     t = nn_args.class_target(target, n, c, logits.device)
     a = _class_weight(alpha, "alpha", logits, c, "focal_loss")
     return FocalLoss.apply(logits, t, a, gamma=float(gamma), reduction=reduction)

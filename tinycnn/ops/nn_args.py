@@ -46,6 +46,16 @@ def reduction_arg(reduction):
     return reduction
 
 
+def number_arg(value, name, expected="a number", ok=None):
+    """`value` when it is a real number (a bool is not) for which `ok(value)` holds: TypeError otherwise, or
+    ValueError when only `ok` fails; both say "`name` must be `expected`, got ..."."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+    if ok is not None and not ok(value):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
 def probability_arg(p, name, low=0.0, high=1.0):
     if not isinstance(p, (numbers.Real, np.number)) or isinstance(p, bool):
         raise TypeError(f"{name} must be a number in [{low}, {high}], got {type(p).__name__}")

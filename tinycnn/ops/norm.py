@@ -122,10 +122,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if t.device != x.device:
             raise RuntimeError(f"batch_norm: {name} is on {t.device!r} but input is on {x.device!r}")
         args[name] = t
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"batch_norm: eps must be a non-negative number, got {type(eps).__name__} {eps!r}")
-    if eps < 0:
-        raise ValueError(f"batch_norm: eps must be a non-negative number, got {eps!r}")
+    nn_args.number_arg(eps, "batch_norm: eps", "a non-negative number", lambda v: v >= 0)
     rm, rv = args["running_mean"], args["running_var"]
     if (rm is None) != (rv is None):
         raise ValueError("batch_norm: running_mean and running_var must both be given or both be None")
