@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from ..ops.conv import pair
 from ..ops.nn_args import number_arg
 from ..tensor import Tensor, as_dtype
 from . import functional as F
@@ -27,16 +28,6 @@ def _int_arg(value, name, minimum):
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
-
-
-def _pair(value, name, minimum):
-    """int or pair -> (h, w) tuple of ints, as torch's _pair (ValueError/TypeError naming `name`)."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        return (_int_arg(value[0], name, minimum), _int_arg(value[1], name, minimum))
-    v = _int_arg(value, name, minimum)
-    return (v, v)
 
 
 def _empty(shape, dtype):
@@ -91,9 +82,9 @@ class Conv2d(Module):
         if self.out_channels % self.groups:
             raise ValueError(f"out_channels must be divisible by groups, got out_channels={out_channels}, "
                              f"groups={groups}")
-        self.kernel_size = _pair(kernel_size, "kernel_size", 1)
-        self.stride = _pair(stride, "stride", 1)
-        self.dilation = _pair(dilation, "dilation", 1)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.dilation = pair(dilation, "dilation", 1)
         if isinstance(padding, str):
             if padding not in ("valid", "same"):
                 raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
@@ -107,7 +98,7 @@ class Conv2d(Module):
                                      f"dilation={self.dilation})")
             self.padding = padding
         else:
-            self.padding = _pair(padding, "padding", 0)
+            self.padding = pair(padding, "padding", 0)
         if padding_mode != "zeros":
             raise ValueError(f"padding_mode must be 'zeros' (the only one supported), got {padding_mode!r}")
         self.padding_mode = padding_mode
