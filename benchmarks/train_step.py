@@ -123,25 +123,48 @@ def gemm_replay(calls, seed=0, library="tinycnn"):
     calls = [c._asdict() if hasattr(c, "_asdict") else dict(c) for c in calls]
     ops = []
     for c in calls:
+        count = int(c.get("count", 1))
+
         def operand(rows, cols, transposed):
-            a = rng.standard_normal((cols, rows) if transposed else (rows, cols)).astype(c["dtype"])
-            return a.T if transposed else a
+            a = rng.standard_normal((count, cols, rows) if transposed else (count, rows, cols)).astype(c["dtype"])
+            a = a.transpose(0, 2, 1) if transposed else a
+            return a[0] if count == 1 else a
         a, b = operand(c["m"], c["k"], c["a_t"]), operand(c["k"], c["n"], c["b_t"])
-        out = np.empty((c["m"], c["n"]), dtype=c["dtype"]) if c["has_out"] else None
-        ops.append((a, b, out))
+        out = np.empty(((count,) if count > 1 else ()) + (c["m"], c["n"]), dtype=c["dtype"]) if c["has_out"] else None
+        ops.append((a, b, out, bool(c.get("spread", False))))
     if library == "torch":
         import torch
 
         matmul = torch.matmul
-        ops = [(torch.from_numpy(a), torch.from_numpy(b), None if out is None else torch.from_numpy(out))
-               for a, b, out in ops]
+        ops = [(torch.from_numpy(a), torch.from_numpy(b), None if out is None else torch.from_numpy(out), False)
+               for a, b, out, _ in ops]
     else:
         from tinycnn.backends.cpu_numpy import matmul
 
+    # consecutive spread calls (one Winograd convolution's blocks) run as one group, side by side
+    groups = []
+    for op in ops:
+        if op[3] and groups and groups[-1][0]:
+            groups[-1][1].append(op)
+        else:
+            groups.append((op[3], [op]))
+
+    def product(a, b, out):
+        return matmul(a, b) if out is None else matmul(a, b, out=out)
+
     def run():
         """The products, in order (so a test can compare the two libraries' replays)."""
-        return [matmul(a, b) if out is None else matmul(a, b, out=out) for a, b, out in ops]
-    return run, sum(2 * c["m"] * c["k"] * c["n"] for c in calls) / 1e9
+        results = []
+        for spread, group in groups:
+            if spread:
+                from tinycnn.backends.cpu_numba_winograd import run_spread
+                run_spread(lambda lo, hi: [product(*op[:3]) for op in group[lo:hi]],
+                           [(i, i + 1) for i in range(len(group))])
+                results.extend(op[2] for op in group)
+            else:
+                results.extend(product(*op[:3]) for op in group)
+        return results
+    return run, sum(2 * c["m"] * c["k"] * c["n"] * int(c.get("count", 1)) for c in calls) / 1e9
 
 
 def _tinycnn_variants(batch, weights):

@@ -33,7 +33,11 @@ def _train_both(dtype, steps=3, batch=16):
     return ours, theirs, losses
 
 
-@pytest.mark.parametrize("dtype, rtol, atol", [("float64", 1e-9, 1e-11), ("float32", 1e-4, 1e-5)])
+# float32: Adam's step lr g / (sqrt(v) + eps) is ill-conditioned where |g| is of the order of eps (1e-8):
+# the ~3e-9 float32 rounding difference between any two correct conv implementations (im2col or
+# Winograd against PyTorch's, measured the same for both) moves such a weight by a few % of lr = 1e-3
+# per step. float64 checks the trajectory tightly.
+@pytest.mark.parametrize("dtype, rtol, atol", [("float64", 1e-9, 1e-11), ("float32", 1e-4, 5e-5)])
 def test_three_adam_steps_match_pytorch(dtype, rtol, atol):
     ours, theirs, losses = _train_both(dtype)
     for ours_loss, torch_loss in losses:

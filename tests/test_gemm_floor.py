@@ -8,6 +8,7 @@ import pytest
 import tinycnn
 import tinycnn.nn.functional as F
 from tinycnn import backends
+from tinycnn.backends import cpu_numba_winograd as WG
 from tinycnn.backends.cpu_numpy import GemmCall, matmul, record_gemms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,19 +30,26 @@ def _step(model, x, y, train):
 def _expected(n, dtype, train):
     """The reference CNN's GEMMs, from the formulas in tinycnn/ops/conv.py, linear.py and cpu_numba.py.
 
-    conv1 (C_in = 1) runs as direct kernels; conv2 (32 -> 64, 3x3, 14x14): Y = W (64, 288) @ cols
-    (288, nP); dcols = W^T @ gY; dW^T = cols @ gY^T. linear: Y = X W^T; dX = G W; dW = G^T X.
+    conv1 (C_in = 1) runs as direct kernels; conv2 (32 -> 64, 3x3, 14x14) is Winograd F(2x2, 3x3):
+    per block of samples, 16 products M[k] (64, T) = U[k] (64, 32) @ V[k] (32, T), T = 49 tiles per
+    sample; dX is the same with the turned kernel, U[k] (32, 64); dW^T = cols (288, nP) @ gY^T.
+    linear: Y = X W^T; dX = G W; dW = G^T X.
     """
     p = n * 14 * 14
+    item = np.dtype(dtype).itemsize
 
     def g(m, k, nn, a_t=False, b_t=False, out=False):
         return GemmCall(m, k, nn, a_t, b_t, np.dtype(dtype).str, out)
-    fwd = [g(64, 288, p, out=True), g(n, 3136, 128, b_t=True), g(n, 128, 2, b_t=True)]
+
+    def winograd(o, c):
+        blocks = WG._blocks(n, 16 * (c + o) * 49 * item, None)
+        return [GemmCall(o, c, (hi - lo) * 49, False, False, np.dtype(dtype).str, True, 16, True) for lo, hi in blocks]
+    fwd = winograd(64, 32) + [g(n, 3136, 128, b_t=True), g(n, 128, 2, b_t=True)]
     if not train:
         return fwd
     # backward runs in reverse order: linear2, linear1 (dX, dW each), then conv2 (dX, dW)
-    bwd = [g(n, 2, 128), g(2, n, 128, a_t=True), g(n, 128, 3136), g(128, n, 3136, a_t=True),
-           g(288, 64, p, a_t=True, out=True), g(288, p, 64, b_t=True, out=True)]
+    bwd = [g(n, 2, 128), g(2, n, 128, a_t=True), g(n, 128, 3136), g(128, n, 3136, a_t=True)]
+    bwd += winograd(32, 64) + [g(288, p, 64, b_t=True, out=True)]
     return fwd + bwd
 
 
@@ -70,7 +78,7 @@ def test_every_numpy_matmul_of_a_step_is_recorded(monkeypatch):
     with record_gemms() as calls:
         _step(tinycnn_model(), x, y, True)
     assert len(seen) == len(calls) == 9
-    assert [(c.m, c.k) for c in calls] == [a for a, _ in seen]
+    assert [(c.count, c.m, c.k) if c.count > 1 else (c.m, c.k) for c in calls] == [a for a, _ in seen]
 
 
 def test_recording_is_off_outside_the_block_and_nests():
@@ -92,5 +100,8 @@ def test_replay_runs_the_recorded_shapes_and_layouts():
     run, gflop = gemm_replay(calls)
     assert gflop == pytest.approx(sum(c.flops for c in calls) / 1e9)
     with record_gemms() as replayed:
-        run()
-    assert replayed == calls
+        products = run()
+    # Winograd's spread calls may run in worker threads, whose GEMMs this thread's log does not see
+    assert [c for c in replayed if c.count == 1] == [c for c in calls if not c.spread]
+    assert any(c.spread for c in calls)
+    assert [p.shape for p in products] == [((c.count,) if c.count > 1 else ()) + (c.m, c.n) for c in calls]

@@ -496,7 +496,8 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     """Y (O, nP) = W (O, CK) @ cols (CK, nP) per block of samples and group; then back to NCHW.
 
     With one input channel per group and unit stride the taps are accumulated directly
-    (`_direct_fwd_s1`).
+    (`_direct_fwd_s1`); a 3x3 stride-1 ungrouped convolution of 8 or more channels is Winograd
+    F(2x2, 3x3) (`cpu_numba_winograd.py`: 2.25x fewer multiply-adds).
     Optional extensions of the primitive (flagged by attributes the op checks):
     `bias` (O,) is added while the result is written (`fuses_bias`), saving a pass over y;
     `keep` (a dict): when the whole batch fits one im2col chunk its columns are left in
@@ -515,6 +516,9 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
         _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y,
                 (kh, kw) == (3, 3))
         return y
+    if cpu_numba_winograd.applies(x.shape, w.shape, stride, dilation, groups):
+        # keeps no columns: backward-weight builds its own, block by block
+        return cpu_numba_winograd.conv2d_forward(x, w, padding, bias=b if has_bias else None)
     og, ck = o // groups, cg * kh * kw
     w2 = w.reshape(o, ck)
     per_sample = c * kh * kw * oh * ow * x.itemsize
@@ -549,6 +553,8 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups, shar
     gy = np.ascontiguousarray(gy)
     w = np.ascontiguousarray(w)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
+    if cg > 1 and cpu_numba_winograd.applies_backward_data(w.shape, stride, padding, dilation, groups):
+        return cpu_numba_winograd.conv2d_backward_data(gy, w, padding)    # no col2im, 2.25x fewer FLOPs
     dx = cpu_buffers.empty(x_shape, gy.dtype)
     if cg == 1 and stride == (1, 1):
         _launch(_direct_bwd_data_s1, gy.size * kh * kw, gy, w, *padding, *dilation, dx)
@@ -817,3 +823,4 @@ def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
 # batch-norm kernels of the layer ops live in their own module
 from . import cpu_numba_nn  # noqa: E402,F401
 from . import cpu_numba_ew  # noqa: E402,F401  (fused elementwise kernels; own file so their edits keep this cache)
+from . import cpu_numba_winograd  # noqa: E402  (3x3 convolutions; own file for the same reason)

@@ -27,7 +27,7 @@ __all__ = [
     "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
     "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
-    "matmul", "GemmCall", "record_gemms",
+    "matmul", "GemmCall", "record_gemms", "log_gemm",
 ]
 
 
@@ -67,7 +67,10 @@ def set_im2col_cap_bytes(n: int) -> int:
 # --------------------------------------------------------------------------- matrix product
 class GemmCall(NamedTuple):
     """One GEMM c (m, n) = a (m, k) @ b (k, n); a_t / b_t: the operand was a transposed (Fortran-order)
-    view, which BLAS reads without a copy; has_out: the result went into a given buffer."""
+    view, which BLAS reads without a copy; has_out: the result went into a given buffer.
+    count > 1: a stack of `count` such products in one call (c[i] = a[i] @ b[i]); spread: the call was
+    one block among several that worker threads ran side by side, each with single-threaded BLAS
+    (Winograd convolution, cpu_numba_winograd.py), so a replay runs consecutive spread calls that way."""
     m: int
     k: int
     n: int
@@ -75,10 +78,12 @@ class GemmCall(NamedTuple):
     b_t: bool
     dtype: str
     has_out: bool
+    count: int = 1
+    spread: bool = False
 
     @property
     def flops(self) -> int:
-        return 2 * self.m * self.k * self.n
+        return 2 * self.m * self.k * self.n * self.count
 
 
 class _GemmLog(threading.local):
@@ -89,8 +94,9 @@ _gemm_log = _GemmLog()
 
 
 def _transposed(a) -> bool:
-    """True for a column-major operand (a transposed view, possibly of a block of columns)."""
-    return not a.flags.c_contiguous and a.strides[0] < a.strides[1]
+    """True for a column-major operand (a transposed view, possibly of a block of columns; for a stack
+    of matrices, of each matrix)."""
+    return not a.flags.c_contiguous and a.strides[-2] < a.strides[-1]
 
 
 @register("matmul", "numpy")
@@ -102,11 +108,17 @@ def matmul(a, b, out=None):
     """
     calls = _gemm_log.calls
     if calls is not None:
-        calls.append(GemmCall(a.shape[0], a.shape[1], b.shape[1], _transposed(a), _transposed(b),
-                              a.dtype.str, out is not None))
+        calls.append(GemmCall(a.shape[-2], a.shape[-1], b.shape[-1], _transposed(a), _transposed(b),
+                              a.dtype.str, out is not None, a.shape[0] if a.ndim == 3 else 1))
     if out is None and a.ndim == 2 and b.ndim == 2:
         out = cpu_buffers.empty((a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype))
     return np.matmul(a, b, out=out)
+
+
+def log_gemm(call: GemmCall) -> None:
+    """Record a GEMM that did not go through `matmul` (while `record_gemms` is on in this thread)."""
+    if _gemm_log.calls is not None:
+        _gemm_log.calls.append(call)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,167 @@
+"""Winograd F(2x2, 3x3) (backends/cpu_numba_winograd.py): the Numba family's 3x3 stride-1 convolution,
+forward and input gradient. Checked against the float64 im2col reference and PyTorch, for odd sizes,
+every padding, bias, both dtypes, any blocking and thread count; and where it is used."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinycnn
+import tinycnn.nn.functional as F
+from tinycnn.backends import cpu_numba as NB
+from tinycnn.backends import cpu_numba_winograd as W
+from tinycnn.backends import cpu_numpy as NP
+
+
+def _reference(x, w, padding, bias=None):
+    y = NP.conv2d_forward(x.astype(np.float64), w.astype(np.float64), (1, 1), padding, (1, 1), 1)
+    return y if bias is None else y + bias.astype(np.float64)[None, :, None, None]
+
+
+def _bound(x, w, padding, dtype):
+    """A rounding bound per output: 16 eps times the conv of |x| with |w| (the transforms add at most
+    a few terms of that size; the im2col path's own bound is K eps |x||w| with K = 9C)."""
+    eps = np.finfo(dtype).eps
+    return 16 * eps * NP.conv2d_forward(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64),
+                                        (1, 1), padding, (1, 1), 1) + np.finfo(dtype).tiny
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape,padding", [((2, 8, 7, 9), (1, 1)), ((3, 9, 8, 8), (0, 0)), ((1, 8, 5, 6), (2, 1)),
+                                           ((2, 10, 3, 3), (0, 2)), ((1, 8, 1, 1), (1, 1)), ((4, 16, 14, 14), (1, 1))],
+                         ids=["odd-same", "even-valid", "p21", "3x3-p02", "1x1-p1", "14x14"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+def test_winograd_matches_float64_reference(shape, padding, dtype, with_bias):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((6, shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype) if with_bias else None
+    y = W.conv2d_forward(x, w, padding, bias=b)
+    ref = _reference(x, w, padding, b)
+    assert y.dtype == dtype and y.shape == ref.shape and y.flags.c_contiguous
+    assert np.all(np.abs(y - ref) <= _bound(x, w, padding, dtype))
+
+
+def test_winograd_is_as_accurate_as_im2col_in_float32():
+    """Same order of error against float64 as the im2col GEMM path (reference CNN's conv2 shape)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 32, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    ref = _reference(x, w, (1, 1))
+    err_w = np.abs(W.conv2d_forward(x, w, (1, 1)) - ref).max()
+    err_i = np.abs(NB.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1, keep={}) - ref).max()
+    assert err_w <= 2 * err_i
+
+
+def test_blocks_of_samples_give_the_same_result():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 8, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
+    whole = W.conv2d_forward(x, w, (1, 1), block_bytes=1 << 30).copy()
+    one = W.conv2d_forward(x, w, (1, 1), block_bytes=1).copy()      # one sample per block
+    np.testing.assert_allclose(one, whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(W.conv2d_forward(x, w, (1, 1), block_bytes=1), one)   # deterministic
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(W.MIN_CHANNELS, 12), o=st.integers(1, 5), h=st.integers(1, 9),
+       wd=st.integers(1, 9), ph=st.integers(0, 2), pw=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_winograd_property_any_shape(n, c, o, h, wd, ph, pw, seed):
+    if h + 2 * ph < 3 or wd + 2 * pw < 3:
+        return      # the kernel does not fit: conv2d refuses such input before any kernel runs
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c, h, wd)) * 10.0 ** rng.integers(-3, 4)).astype(np.float32)
+    w = rng.standard_normal((o, c, 3, 3)).astype(np.float32)
+    y = W.conv2d_forward(x, w, (ph, pw))
+    assert np.all(np.abs(y - _reference(x, w, (ph, pw))) <= _bound(x, w, (ph, pw), np.float32))
+
+
+def test_weight_transform_is_G_g_Gt():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((2, 3, 3, 3))
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    u = W.weight_transform(w)
+    for o in range(2):
+        for c in range(3):
+            np.testing.assert_allclose(u[:, o, c].reshape(4, 4), g @ w[o, c] @ g.T, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("stride,dilation,groups,kernel,channels,expected", [
+    ((1, 1), (1, 1), 1, 3, 8, True), ((2, 2), (1, 1), 1, 3, 8, False), ((1, 1), (2, 2), 1, 3, 8, False),
+    ((1, 1), (1, 1), 2, 3, 8, False), ((1, 1), (1, 1), 1, 5, 8, False), ((1, 1), (1, 1), 1, 3, 4, False)])
+def test_applies_only_to_3x3_stride1_undilated_ungrouped(stride, dilation, groups, kernel, channels, expected):
+    x_shape = (2, channels, 8, 8)
+    w_shape = (4, channels // groups, kernel, kernel)
+    assert W.applies(x_shape, w_shape, stride, dilation, groups) is expected
+
+
+def test_used_for_forward_and_input_gradient_in_training_and_inference(monkeypatch):
+    """F.conv2d takes the Winograd path with or without a graph, and its backward computes dx by the
+    turned-kernel Winograd convolution; output, dx, dW and db agree with PyTorch."""
+    if tinycnn.backends.get_cpu_kernels() != "numba":
+        pytest.skip("the Numba CPU family is switched off (TINYCNN_CPU_KERNELS=numpy)")
+    calls = []
+    real = W.conv2d_forward
+    monkeypatch.setattr(W, "conv2d_forward", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 16, 10, 11)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    g = rng.standard_normal((4, 8, 10, 11)).astype(np.float32)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    expected = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
+    expected.backward(torch.from_numpy(g))
+    with tinycnn.no_grad():
+        y_eval = F.conv2d(tinycnn.tensor(x), tinycnn.tensor(w), tinycnn.tensor(b), padding=1)
+    assert calls == [(1, 1)]
+    xs, ws, bs = (tinycnn.tensor(a, requires_grad=True) for a in (x, w, b))
+    y_train = F.conv2d(xs, ws, bs, padding=1)
+    y_train.backward(tinycnn.tensor(g))
+    assert calls == [(1, 1), (1, 1), (1, 1)]      # eval forward, training forward, dx (padding 2 - 1)
+    for y in (y_eval, y_train):
+        np.testing.assert_allclose(y.numpy(), expected.detach().numpy(), rtol=1e-4, atol=1e-4)
+    for ours, theirs in ((xs, tx), (ws, tw), (bs, tb)):
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 1), (0, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_backward_data_matches_float64_reference(padding, dtype):
+    rng = np.random.default_rng(5)
+    x_shape = (3, 5, 9, 8)
+    w = rng.standard_normal((10, 5, 3, 3)).astype(dtype)
+    oh, ow = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
+    gy = rng.standard_normal((3, 10, oh, ow)).astype(dtype)
+    assert W.applies_backward_data(w.shape, (1, 1), padding, (1, 1), 1)
+    dx = W.conv2d_backward_data(gy, w, padding)
+    ref = NP.conv2d_backward_data(gy.astype(np.float64), w.astype(np.float64), x_shape, (1, 1), padding, (1, 1), 1)
+    assert dx.shape == x_shape and dx.dtype == dtype
+    bound = 16 * np.finfo(dtype).eps * NP.conv2d_backward_data(np.abs(gy).astype(np.float64), np.abs(w).astype(np.float64),
+                                                               x_shape, (1, 1), padding, (1, 1), 1)
+    assert np.all(np.abs(dx - ref) <= bound + np.finfo(dtype).tiny)
+
+
+def test_backward_data_needs_padding_at_most_2_and_8_output_channels():
+    assert not W.applies_backward_data((8, 8, 3, 3), (1, 1), (3, 1), (1, 1), 1)
+    assert not W.applies_backward_data((4, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+    assert W.applies_backward_data((8, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1)
+
+
+def test_thread_count_does_not_change_results():
+    """Blocks depend on the shapes only and each runs with single-threaded BLAS: 1 and 2 threads give
+    bit-identical outputs."""
+    import numba
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
+    prev = numba.get_num_threads()
+    outs = []
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            outs.append(W.conv2d_forward(x, w, (1, 1), block_bytes=40_000).copy())
+    finally:
+        numba.set_num_threads(prev)
+    assert len(W._blocks(16, 16 * (8 + 12) * 36 * 4, 40_000)) > 2
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -1,0 +1,249 @@
+"""Winograd F(2x2, 3x3): the Numba family's 3x3, stride-1 convolution, forward and backward-data.
+
+Each 2x2 block of outputs of one (sample, output channel) needs a 4x4 tile d of each padded input
+plane. With the fixed matrices
+
+    B^T = [[1, 0, -1,  0],      G = [[  1,    0,    0],      A^T = [[1, 1,  1,  0],
+           [0, 1,  1,  0],           [1/2,  1/2,  1/2],             [0, 1, -1, -1]]
+           [0, -1, 1,  0],           [1/2, -1/2,  1/2],
+           [0, 1,  0, -1]]           [  0,    0,    1]]
+
+the 2x2 output block is
+
+    Y = A^T [ sum_c (G g_oc G^T) .* (B^T d_c B) ] A          (.*: element-wise, 4x4)
+
+(Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016; derivation in docs/math.md).
+The sum over input channels c is, for each of the 16 positions k of the 4x4 transformed tile, one
+GEMM over all tiles t:
+
+    U[k] (O, C) = (G g G^T)[k]      V[k] (C, T) = (B^T d B)[k]      M[k] (O, T) = U[k] @ V[k]
+
+16 GEMMs of O x C x T multiply-adds replace the im2col GEMM's O x 9C x 4T: 2.25x fewer.
+
+Backward-data of a stride-1 3x3 convolution is itself one: dx = conv(gy, w', padding 2 - p) with
+w'[c, o, i, j] = w[o, c, 2 - i, 2 - j] (each input pixel collects the gradients of the outputs whose
+window covered it, the kernel turned by 180 degrees). So `conv2d_backward_data` is the forward with
+those weights, and needs no col2im.
+
+Blocks and threads. The transformed tensors are 4x the planes they come from, so the batch is cut
+into blocks of samples whose V and M take at most _BLOCK_BYTES: the input transform writes V, the 16
+GEMMs read it and write M, and the output transform reads M, all from cache. The GEMMs of one block
+are too small to share between BLAS threads (measured: 2 OpenBLAS threads made the whole convolution
+slower than 1), so with T tinycnn threads (`numba.get_num_threads()`) the blocks are shared out
+instead: T worker threads each run whole blocks, the transforms in serial Numba code that releases
+the GIL and the GEMMs through single-threaded BLAS (threadpoolctl limits OpenBLAS to 1 thread while
+they run). A block's result does not depend on which thread ran it, and blocks depend only on the
+shapes, so results are bit-identical for any thread count.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit
+
+from . import cpu_buffers
+from .cpu_numba import _workspace
+from .cpu_numpy import GemmCall, log_gemm
+
+__all__ = ["applies", "applies_backward_data", "weight_transform", "conv2d_forward", "conv2d_backward_data",
+           "run_spread"]
+
+_BLOCK_BYTES = 2 << 20     # V + M of one block of samples (measured: docs/kernels.md)
+MIN_CHANNELS = 8           # fewer summed channels: the 16 GEMMs have too little depth to beat im2col
+
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def applies(x_shape, w_shape, stride, dilation, groups) -> bool:
+    """True when `conv2d_forward` computes this convolution (3x3, stride 1, undilated, ungrouped,
+    at least MIN_CHANNELS input channels)."""
+    return (tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+            and groups == 1 and x_shape[1] >= MIN_CHANNELS)
+
+
+def applies_backward_data(w_shape, stride, padding, dilation, groups) -> bool:
+    """True when `conv2d_backward_data` computes this convolution's input gradient: as `applies`, with
+    the O output channels as the summed ones, and padding at most 2 (the turned convolution's padding
+    2 - p must not be negative)."""
+    return (applies((0, w_shape[0]), w_shape, stride, dilation, groups)
+            and max(padding) <= 2)
+
+
+def weight_transform(w):
+    """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once."""
+    o, c = w.shape[:2]
+    u = _G @ w.astype(np.float64) @ _G.T                      # (O, C, 4, 4)
+    return np.ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, o, c), dtype=w.dtype)
+
+
+@njit(cache=True, nogil=True)
+def _input_transform(x, ph, pw, th, tw, v):
+    """v[4i + j, c, s th tw + a tw + b] = (B^T d B)[i, j], d = x_pad[s, c, 2a:2a+4, 2b:2b+4].
+
+    Per (sample, channel) plane and row a of tiles: the rows of B^T d for the whole plane width first
+    (four vectors over the padded width), then each tile's four columns of those rows times B.
+    """
+    n, c, h, w = x.shape
+    wp = 2 * tw + 2
+    zero = x.dtype.type(0)
+    rows = np.zeros((4, wp), dtype=x.dtype)       # zero borders = the padding columns
+    for s in range(n):
+        base = s * th * tw
+        for ch in range(c):
+            plane = x[s, ch]
+            for a in range(th):
+                r0 = 2 * a - ph
+                in0, in1, in2, in3 = 0 <= r0 < h, 0 <= r0 + 1 < h, 0 <= r0 + 2 < h, 0 <= r0 + 3 < h
+                for q in range(w):
+                    d0 = plane[r0, q] if in0 else zero
+                    d1 = plane[r0 + 1, q] if in1 else zero
+                    d2 = plane[r0 + 2, q] if in2 else zero
+                    d3 = plane[r0 + 3, q] if in3 else zero
+                    rows[0, q + pw] = d0 - d2
+                    rows[1, q + pw] = d1 + d2
+                    rows[2, q + pw] = d2 - d1
+                    rows[3, q + pw] = d1 - d3
+                t0 = base + a * tw
+                for i in range(4):
+                    row = rows[i]
+                    for b in range(tw):
+                        e0 = row[2 * b]
+                        e1 = row[2 * b + 1]
+                        e2 = row[2 * b + 2]
+                        e3 = row[2 * b + 3]
+                        v[4 * i, ch, t0 + b] = e0 - e2
+                        v[4 * i + 1, ch, t0 + b] = e1 + e2
+                        v[4 * i + 2, ch, t0 + b] = e2 - e1
+                        v[4 * i + 3, ch, t0 + b] = e1 - e3
+
+
+@njit(cache=True, nogil=True)
+def _output_transform(m, bias, has_bias, th, tw, y):
+    """y[s, o, 2a:2a+2, 2b:2b+2] = A^T m A (+ bias[o]), m[i, j] = M[4i + j, o, s th tw + a tw + b];
+    the last row/column of a tile is dropped where OH or OW is odd."""
+    n, o, oh, ow = y.shape
+    for s in range(n):
+        base = s * th * tw
+        for ch in range(o):
+            b0 = bias[ch] if has_bias else y.dtype.type(0)
+            for a in range(th):
+                t0 = base + a * tw
+                i = 2 * a
+                for b in range(tw):
+                    t = t0 + b
+                    # A^T m: row 0 = m0 + m1 + m2, row 1 = m1 - m2 - m3 (rows of the 4x4 m)
+                    p0 = m[0, ch, t] + m[4, ch, t] + m[8, ch, t]
+                    p1 = m[1, ch, t] + m[5, ch, t] + m[9, ch, t]
+                    p2 = m[2, ch, t] + m[6, ch, t] + m[10, ch, t]
+                    p3 = m[3, ch, t] + m[7, ch, t] + m[11, ch, t]
+                    q0 = m[4, ch, t] - m[8, ch, t] - m[12, ch, t]
+                    q1 = m[5, ch, t] - m[9, ch, t] - m[13, ch, t]
+                    q2 = m[6, ch, t] - m[10, ch, t] - m[14, ch, t]
+                    q3 = m[7, ch, t] - m[11, ch, t] - m[15, ch, t]
+                    j = 2 * b
+                    y[s, ch, i, j] = p0 + p1 + p2 + b0
+                    if j + 1 < ow:
+                        y[s, ch, i, j + 1] = p1 - p2 - p3 + b0
+                    if i + 1 < oh:
+                        y[s, ch, i + 1, j] = q0 + q1 + q2 + b0
+                        if j + 1 < ow:
+                            y[s, ch, i + 1, j + 1] = q1 - q2 - q3 + b0
+
+
+# --------------------------------------------------------------------------- worker threads
+class _Workers:
+    """A persistent pool of worker threads that run blocks with single-threaded BLAS (module docstring)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pool = None
+        self._size = 0
+        self._blas = None
+
+    def _blas_limit(self):
+        if self._blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController  # noqa: PLC0415 - loads BLAS info once
+                self._blas = ThreadpoolController()
+            except ImportError:  # pragma: no cover - a core dependency; without it, blocks run in turn
+                self._blas = False
+        return self._blas
+
+    def run(self, job, blocks):
+        """job(lo, hi) for every block (lo, hi), shared out in contiguous runs among the threads."""
+        count = min(numba.get_num_threads(), len(blocks))
+        blas = self._blas_limit() if count > 1 else None
+        if count <= 1 or not blas:
+            for lo, hi in blocks:
+                job(lo, hi)
+            return
+        with self._lock:
+            if self._pool is None or self._size < count:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(count, thread_name_prefix="tinycnn-winograd")
+                self._size = count
+            pool = self._pool
+        bounds = [len(blocks) * k // count for k in range(count + 1)]
+
+        def runs(k):
+            for lo, hi in blocks[bounds[k]:bounds[k + 1]]:
+                job(lo, hi)
+
+        with blas.limit(limits=1, user_api="blas"):
+            futures = [pool.submit(runs, k) for k in range(1, count)]
+            runs(0)                                   # the calling thread takes the first run
+            for f in futures:
+                f.result()
+
+
+_workers = _Workers()
+
+
+def run_spread(job, blocks) -> None:
+    """job(lo, hi) for every block, run as the convolution runs its blocks (worker threads, each with
+    single-threaded BLAS); benchmarks/train_step.py replays recorded Winograd GEMMs through it."""
+    _workers.run(job, blocks)
+
+
+def _blocks(n, per_sample, block_bytes):
+    step = max(1, (block_bytes or _BLOCK_BYTES) // per_sample)
+    return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
+
+
+def conv2d_forward(x, w, padding, bias=None, block_bytes=None):
+    """y (N, O, OH, OW) = conv2d(x, w, stride 1, `padding`, dilation 1, groups 1) (+ bias), w (O, C, 3, 3)."""
+    x = np.ascontiguousarray(x)
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    ph, pw = padding
+    oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
+    th, tw = -(-oh // 2), -(-ow // 2)
+    u = weight_transform(w)
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
+    y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
+
+    def job(lo, hi):
+        t = (hi - lo) * th * tw
+        v = _workspace.get("wino_v", (16, c, t), x.dtype)       # per-thread buffers
+        mm = _workspace.get("wino_m", (16, o, t), x.dtype)
+        _input_transform(x[lo:hi], ph, pw, th, tw, v)
+        np.matmul(u, v, out=mm)                                 # the 16 GEMMs, one call
+        _output_transform(mm, b, has_bias, th, tw, y[lo:hi])
+
+    blocks = _blocks(n, 16 * (c + o) * th * tw * x.itemsize, block_bytes)
+    for lo, hi in blocks:     # for the GEMM floor of benchmarks/train_step.py
+        log_gemm(GemmCall(o, c, (hi - lo) * th * tw, False, False, x.dtype.str, True, 16, True))
+    _workers.run(job, blocks)
+    return y
+
+
+def conv2d_backward_data(gy, w, padding, block_bytes=None):
+    """dx (N, C, H, W) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW): the forward
+    convolution of gy with the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] and padding 2 - p."""
+    turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    return conv2d_forward(gy, turned, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes)
