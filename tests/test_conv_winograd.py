@@ -32,12 +32,13 @@ def _bound(x, w, padding, dtype):
                                            ((2, 10, 3, 3), (0, 2)), ((1, 8, 1, 1), (1, 1)), ((4, 16, 14, 14), (1, 1))],
                          ids=["odd-same", "even-valid", "p21", "3x3-p02", "1x1-p1", "14x14"])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
-def test_winograd_matches_float64_reference(shape, padding, dtype, with_bias):
+@pytest.mark.parametrize("whole", [False, True], ids=["blocked", "whole"])
+def test_winograd_matches_float64_reference(shape, padding, dtype, with_bias, whole):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
     w = rng.standard_normal((6, shape[1], 3, 3)).astype(dtype)
     b = rng.standard_normal(6).astype(dtype) if with_bias else None
-    y = W.conv2d_forward(x, w, padding, bias=b)
+    y = W.conv2d_forward(x, w, padding, bias=b, whole=whole)
     ref = _reference(x, w, padding, b)
     assert y.dtype == dtype and y.shape == ref.shape and y.flags.c_contiguous
     assert np.all(np.abs(y - ref) <= _bound(x, w, padding, dtype))
@@ -156,12 +157,28 @@ def test_thread_count_does_not_change_results():
     x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
     w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
     prev = numba.get_num_threads()
-    outs = []
+    outs = {False: [], True: []}
     try:
         for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(t)
-            outs.append(W.conv2d_forward(x, w, (1, 1), block_bytes=40_000).copy())
+            for whole in outs:
+                outs[whole].append(W.conv2d_forward(x, w, (1, 1), block_bytes=40_000, whole=whole).copy())
     finally:
         numba.set_num_threads(prev)
     assert len(W._blocks(16, 16 * (8 + 12) * 36 * 4, 40_000)) > 2
-    np.testing.assert_array_equal(outs[0], outs[1])
+    for whole, (one, two) in outs.items():
+        np.testing.assert_array_equal(one, two, err_msg=f"whole={whole}")
+    # the two schedules run the same operations on each tile: the GEMM's sums may be ordered differently
+    np.testing.assert_allclose(outs[True][0], outs[False][0], rtol=1e-5, atol=1e-5)
+
+
+def test_large_weights_take_the_whole_chunk_schedule(monkeypatch):
+    """U larger than a block (deep layers): one stacked GEMM over the chunk's tiles, with all BLAS threads."""
+    from tinycnn.backends.cpu_numpy import record_gemms
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 64, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    with record_gemms() as calls:
+        y = W.conv2d_forward(x, w, (1, 1), block_bytes=100_000)     # U: 16 x 64 x 64 x 4 = 262 kB
+    assert [(c.m, c.k, c.n, c.count, c.spread) for c in calls] == [(64, 64, 4 * 4, 16, False)]
+    assert np.all(np.abs(y - _reference(x, w, (1, 1))) <= _bound(x, w, (1, 1), np.float32))

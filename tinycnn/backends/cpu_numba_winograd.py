@@ -46,7 +46,7 @@ from numba import njit
 
 from . import cpu_buffers
 from .cpu_numba import _workspace
-from .cpu_numpy import GemmCall, log_gemm
+from .cpu_numpy import GemmCall, batch_chunks, log_gemm
 
 __all__ = ["applies", "applies_backward_data", "weight_transform", "conv2d_forward", "conv2d_backward_data",
            "run_spread"]
@@ -72,11 +72,38 @@ def applies_backward_data(w_shape, stride, padding, dilation, groups) -> bool:
             and max(padding) <= 2)
 
 
-def weight_transform(w):
+def weight_transform(w, out=None):
     """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once."""
     o, c = w.shape[:2]
-    u = _G @ w.astype(np.float64) @ _G.T                      # (O, C, 4, 4)
-    return np.ascontiguousarray(u.transpose(2, 3, 0, 1).reshape(16, o, c), dtype=w.dtype)
+    u = np.empty((16, o, c), dtype=w.dtype) if out is None else out
+    _weight_transform(np.ascontiguousarray(w), u)
+    return u
+
+
+@njit(cache=True, nogil=True)
+def _weight_transform(w, u):
+    """The 4x4 G g G^T of every 3x3 kernel g, written out (rows of G g: g0, (g0+g1+g2)/2, (g0-g1+g2)/2,
+    g2 for the rows g_k of g; then the same combinations of its columns), in float64, rounded once on
+    the store. (As NumPy matrix products this took 37-58 ms for 512 x 512 kernels.)"""
+    o, c = w.shape[:2]
+    wf = w.reshape(o, c * 9)
+    for oc in range(o):
+        for ci in range(c):
+            for i in range(4):                  # row i of G g, then times G^T
+                b = ci * 9
+                if i == 0:
+                    r0, r1, r2 = np.float64(wf[oc, b]), np.float64(wf[oc, b + 1]), np.float64(wf[oc, b + 2])
+                elif i == 3:
+                    r0, r1, r2 = np.float64(wf[oc, b + 6]), np.float64(wf[oc, b + 7]), np.float64(wf[oc, b + 8])
+                else:
+                    sign = 1.0 if i == 1 else -1.0
+                    r0 = (np.float64(wf[oc, b]) + sign * np.float64(wf[oc, b + 3]) + np.float64(wf[oc, b + 6])) * 0.5
+                    r1 = (np.float64(wf[oc, b + 1]) + sign * np.float64(wf[oc, b + 4]) + np.float64(wf[oc, b + 7])) * 0.5
+                    r2 = (np.float64(wf[oc, b + 2]) + sign * np.float64(wf[oc, b + 5]) + np.float64(wf[oc, b + 8])) * 0.5
+                u[4 * i, oc, ci] = r0
+                u[4 * i + 1, oc, ci] = (r0 + r1 + r2) * 0.5
+                u[4 * i + 2, oc, ci] = (r0 - r1 + r2) * 0.5
+                u[4 * i + 3, oc, ci] = r2
 
 
 @njit(cache=True, nogil=True)
@@ -214,36 +241,69 @@ def _blocks(n, per_sample, block_bytes):
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
-def conv2d_forward(x, w, padding, bias=None, block_bytes=None):
-    """y (N, O, OH, OW) = conv2d(x, w, stride 1, `padding`, dilation 1, groups 1) (+ bias), w (O, C, 3, 3)."""
+def _split(lo, hi, parts):
+    """[lo, hi) cut into at most `parts` contiguous, nearly equal ranges."""
+    parts = max(1, min(parts, hi - lo))
+    b = [lo + (hi - lo) * k // parts for k in range(parts + 1)]
+    return list(zip(b[:-1], b[1:]))
+
+
+def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
+    """y (N, O, OH, OW) = conv2d(x, w, stride 1, `padding`, dilation 1, groups 1) (+ bias), w (O, C, 3, 3).
+
+    Two schedules, same results. Blocked (small weights): per block of samples, transforms and GEMMs
+    from cache, blocks shared among worker threads. Whole (`whole`, by default when the transformed
+    weights U are larger than a block: deep layers, e.g. 512 channels at 4x4): re-reading U for every
+    small block would dominate, so the transforms of a whole batch chunk (bounded by the im2col cap)
+    run first, split among the worker threads, and the 16 GEMMs then span all its tiles, with every
+    BLAS thread (measured, 2 threads, 128 x 512 x 4 x 4: 103 ms blocked vs 79 ms im2col).
+    """
     x = np.ascontiguousarray(x)
     n, c, h, wd = x.shape
     o = w.shape[0]
     ph, pw = padding
     oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
     th, tw = -(-oh // 2), -(-ow // 2)
-    u = weight_transform(w)
+    tiles = th * tw
+    # a reused buffer: a fresh one would page-fault on first touch (8 ms for 512 x 512 kernels)
+    u = weight_transform(w, out=_workspace.get("wino_u", (16, o, c), w.dtype))
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
+    per_sample = 16 * (c + o) * tiles * x.itemsize
+    if whole is None:
+        whole = u.nbytes > (block_bytes or _BLOCK_BYTES)
+    if whole:
+        for sl in batch_chunks(n, per_sample):
+            lo0, t = sl.start, (sl.stop - sl.start) * tiles
+            v = _workspace.get("wino_v", (16, c, t), x.dtype)
+            mm = _workspace.get("wino_m", (16, o, t), x.dtype)
+            log_gemm(GemmCall(o, c, t, False, False, x.dtype.str, True, 16, False))
+            parts = _split(sl.start, sl.stop, numba.get_num_threads())
+            _workers.run(lambda lo, hi: _input_transform(x[lo:hi], ph, pw, th, tw,
+                                                         v[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles]), parts)
+            np.matmul(u, v, out=mm)                             # every BLAS thread
+            _workers.run(lambda lo, hi: _output_transform(mm[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles], b,
+                                                          has_bias, th, tw, y[lo:hi]), parts)
+        return y
 
     def job(lo, hi):
-        t = (hi - lo) * th * tw
+        t = (hi - lo) * tiles
         v = _workspace.get("wino_v", (16, c, t), x.dtype)       # per-thread buffers
         mm = _workspace.get("wino_m", (16, o, t), x.dtype)
         _input_transform(x[lo:hi], ph, pw, th, tw, v)
         np.matmul(u, v, out=mm)                                 # the 16 GEMMs, one call
         _output_transform(mm, b, has_bias, th, tw, y[lo:hi])
 
-    blocks = _blocks(n, 16 * (c + o) * th * tw * x.itemsize, block_bytes)
+    blocks = _blocks(n, per_sample, block_bytes)
     for lo, hi in blocks:     # for the GEMM floor of benchmarks/train_step.py
-        log_gemm(GemmCall(o, c, (hi - lo) * th * tw, False, False, x.dtype.str, True, 16, True))
+        log_gemm(GemmCall(o, c, (hi - lo) * tiles, False, False, x.dtype.str, True, 16, True))
     _workers.run(job, blocks)
     return y
 
 
-def conv2d_backward_data(gy, w, padding, block_bytes=None):
+def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None):
     """dx (N, C, H, W) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW): the forward
     convolution of gy with the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] and padding 2 - p."""
     turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    return conv2d_forward(gy, turned, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes)
+    return conv2d_forward(gy, turned, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes, whole=whole)
