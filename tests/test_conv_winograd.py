@@ -102,9 +102,10 @@ def test_used_for_forward_and_input_gradient_in_training_and_inference(monkeypat
     turned-kernel Winograd convolution; output, dx, dW and db agree with PyTorch."""
     if tinycnn.backends.get_cpu_kernels() != "numba":
         pytest.skip("the Numba CPU family is switched off (TINYCNN_CPU_KERNELS=numpy)")
-    calls = []
-    real = W.conv2d_forward
+    calls, dw_calls = [], []
+    real, real_dw = W.conv2d_forward, W.conv2d_backward_weight
     monkeypatch.setattr(W, "conv2d_forward", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(W, "conv2d_backward_weight", lambda *a, **k: dw_calls.append(a[2]) or real_dw(*a, **k))
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 16, 10, 11)).astype(np.float32)
     w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
@@ -120,6 +121,7 @@ def test_used_for_forward_and_input_gradient_in_training_and_inference(monkeypat
     y_train = F.conv2d(xs, ws, bs, padding=1)
     y_train.backward(tinycnn.tensor(g))
     assert calls == [(1, 1), (1, 1), (1, 1)]      # eval forward, training forward, dx (padding 2 - 1)
+    assert dw_calls == [(1, 1)]                     # dW by Winograd too
     for y in (y_eval, y_train):
         np.testing.assert_allclose(y.numpy(), expected.detach().numpy(), rtol=1e-4, atol=1e-4)
     for ours, theirs in ((xs, tx), (ws, tw), (bs, tb)):
@@ -141,6 +143,44 @@ def test_backward_data_matches_float64_reference(padding, dtype):
     bound = 16 * np.finfo(dtype).eps * NP.conv2d_backward_data(np.abs(gy).astype(np.float64), np.abs(w).astype(np.float64),
                                                                x_shape, (1, 1), padding, (1, 1), 1)
     assert np.all(np.abs(dx - ref) <= bound + np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 1), (0, 2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("whole,block_bytes", [(False, None), (False, 1), (True, None), (True, 1)],
+                         ids=["blocked", "one-sample-blocks", "whole", "whole-1-sample-chunks"])
+def test_backward_weight_matches_float64_reference(padding, dtype, whole, block_bytes, monkeypatch):
+    if whole and block_bytes == 1:       # the whole schedule's chunks follow the im2col cap
+        monkeypatch.setattr(NP, "_im2col_cap_bytes", 1)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 9, 9, 8)).astype(dtype)
+    oh, ow = 9 + 2 * padding[0] - 2, 8 + 2 * padding[1] - 2
+    gy = rng.standard_normal((5, 7, oh, ow)).astype(dtype)
+    dw = W.conv2d_backward_weight(gy, x, padding, block_bytes=block_bytes, whole=whole)
+    ref = NP.conv2d_backward_weight(gy.astype(np.float64), x.astype(np.float64), (7, 9, 3, 3), (1, 1), padding,
+                                    (1, 1), 1)
+    bound = 64 * np.finfo(dtype).eps * NP.conv2d_backward_weight(np.abs(gy).astype(np.float64), np.abs(x).astype(np.float64),
+                                                                 (7, 9, 3, 3), (1, 1), padding, (1, 1), 1)
+    assert dw.shape == (7, 9, 3, 3) and dw.dtype == dtype
+    assert np.all(np.abs(dw - ref) <= bound + np.finfo(dtype).tiny)
+
+
+def test_backward_weight_is_bit_identical_for_any_thread_count():
+    import numba
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
+    gy = rng.standard_normal((16, 12, 12, 12)).astype(np.float32)
+    prev = numba.get_num_threads()
+    outs = {False: [], True: []}
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            for whole in outs:
+                outs[whole].append(W.conv2d_backward_weight(gy, x, (1, 1), block_bytes=40_000, whole=whole))
+    finally:
+        numba.set_num_threads(prev)
+    for whole, (one, two) in outs.items():
+        np.testing.assert_array_equal(one, two, err_msg=f"whole={whole}")
 
 
 def test_backward_data_needs_padding_at_most_2_and_8_output_channels():

@@ -32,7 +32,7 @@ def _expected(n, dtype, train):
 
     conv1 (C_in = 1) runs as direct kernels; conv2 (32 -> 64, 3x3, 14x14) is Winograd F(2x2, 3x3):
     per block of samples, 16 products M[k] (64, T) = U[k] (64, 32) @ V[k] (32, T), T = 49 tiles per
-    sample; dX is the same with the turned kernel, U[k] (32, 64); dW^T = cols (288, nP) @ gY^T.
+    sample; dX is the same with the turned kernel, U[k] (32, 64); dU[k] (64, 32) = dM[k] (64, T) @ V[k]^T.
     linear: Y = X W^T; dX = G W; dW = G^T X.
     """
     p = n * 14 * 14
@@ -49,7 +49,9 @@ def _expected(n, dtype, train):
         return fwd
     # backward runs in reverse order: linear2, linear1 (dX, dW each), then conv2 (dX, dW)
     bwd = [g(n, 2, 128), g(2, n, 128, a_t=True), g(n, 128, 3136), g(128, n, 3136, a_t=True)]
-    bwd += winograd(32, 64) + [g(288, p, 64, b_t=True, out=True)]
+    blocks = WG._blocks(n, 16 * (32 + 64) * 49 * item, None)
+    bwd += winograd(32, 64) + [GemmCall(64, (hi - lo) * 49, 32, False, True, np.dtype(dtype).str, True, 16, True)
+                               for lo, hi in blocks]
     return fwd + bwd
 
 

@@ -497,7 +497,8 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
 
     With one input channel per group and unit stride the taps are accumulated directly
     (`_direct_fwd_s1`); a 3x3 stride-1 ungrouped convolution of 8 or more channels is Winograd
-    F(2x2, 3x3) (`cpu_numba_winograd.py`: 2.25x fewer multiply-adds).
+    F(2x2, 3x3) (`cpu_numba_winograd.py`: 2.25x fewer multiply-adds), and so are its backward-data
+    and backward-weight.
     Optional extensions of the primitive (flagged by attributes the op checks):
     `bias` (O,) is added while the result is written (`fuses_bias`), saving a pass over y;
     `keep` (a dict): when the whole batch fits one im2col chunk its columns are left in
@@ -606,6 +607,9 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
         if bias_grad is not None:
             bias_grad["db"] = db
         return dwt
+    if cpu_numba_winograd.applies(x.shape, w_shape, stride, dilation, groups):
+        # the forward ran Winograd too, so no columns were kept
+        return cpu_numba_winograd.conv2d_backward_weight(gy, x, padding)   # 2.25x fewer FLOPs, no im2col
     og, ck = o // groups, cg * kh * kw
     npix = oh * ow
     per_sample = c * kh * kw * npix * x.itemsize

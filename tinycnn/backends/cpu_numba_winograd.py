@@ -49,7 +49,7 @@ from .cpu_numba import _workspace
 from .cpu_numpy import GemmCall, batch_chunks, log_gemm
 
 __all__ = ["applies", "applies_backward_data", "weight_transform", "conv2d_forward", "conv2d_backward_data",
-           "run_spread"]
+           "conv2d_backward_weight", "run_spread"]
 
 _BLOCK_BYTES = 2 << 20     # V + M of one block of samples (measured: docs/kernels.md)
 MIN_CHANNELS = 8           # fewer summed channels: the 16 GEMMs have too little depth to beat im2col
@@ -180,6 +180,62 @@ def _output_transform(m, bias, has_bias, th, tw, y):
                             y[s, ch, i + 1, j + 1] = q1 - q2 - q3 + b0
 
 
+@njit(cache=True, nogil=True)
+def _grad_output_transform(gy, th, tw, dm):
+    """dm[4i + j, o, s th tw + a tw + b] = (A dY A^T)[i, j] for the 2x2 block dY = gy[s, o, 2a:2a+2, 2b:2b+2]
+    (zeros beyond an odd OH or OW): the gradient of M in Y = A^T M A. Rows of A dY: y0, y0 + y1,
+    y0 - y1, -y1 (y0, y1 the rows of dY); each row (p, q) then becomes (p, p + q, p - q, -q)."""
+    n, o, oh, ow = gy.shape
+    zero = gy.dtype.type(0)
+    for s in range(n):
+        base = s * th * tw
+        for ch in range(o):
+            for a in range(th):
+                i = 2 * a
+                t0 = base + a * tw
+                for b in range(tw):
+                    j = 2 * b
+                    y00 = gy[s, ch, i, j]
+                    y01 = gy[s, ch, i, j + 1] if j + 1 < ow else zero
+                    y10 = gy[s, ch, i + 1, j] if i + 1 < oh else zero
+                    y11 = gy[s, ch, i + 1, j + 1] if i + 1 < oh and j + 1 < ow else zero
+                    t = t0 + b
+                    for r in range(4):
+                        if r == 0:
+                            p, q = y00, y01
+                        elif r == 1:
+                            p, q = y00 + y10, y01 + y11
+                        elif r == 2:
+                            p, q = y00 - y10, y01 - y11
+                        else:
+                            p, q = -y10, -y11
+                        dm[4 * r, ch, t] = p
+                        dm[4 * r + 1, ch, t] = p + q
+                        dm[4 * r + 2, ch, t] = p - q
+                        dm[4 * r + 3, ch, t] = -q
+
+
+@njit(cache=True, nogil=True)
+def _weight_grad_transform(du, dw):
+    """dw[o, c] = G^T du[:, o, c] G (3 x 3 from 4 x 4), in float64: the gradient of U = G g G^T.
+    G^T u for a 4-vector u is (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3)."""
+    k, o, c = du.shape
+    r = np.empty((4, 3))
+    for oc in range(o):
+        for ci in range(c):
+            for i in range(4):                  # each row of du times G
+                u0, u1, u2, u3 = (np.float64(du[4 * i, oc, ci]), np.float64(du[4 * i + 1, oc, ci]),
+                                  np.float64(du[4 * i + 2, oc, ci]), np.float64(du[4 * i + 3, oc, ci]))
+                r[i, 0] = u0 + (u1 + u2) * 0.5
+                r[i, 1] = (u1 - u2) * 0.5
+                r[i, 2] = (u1 + u2) * 0.5 + u3
+            for col in range(3):                # then G^T times each column
+                u0, u1, u2, u3 = r[0, col], r[1, col], r[2, col], r[3, col]
+                dw[oc, ci, 0, col] = u0 + (u1 + u2) * 0.5
+                dw[oc, ci, 1, col] = (u1 - u2) * 0.5
+                dw[oc, ci, 2, col] = (u1 + u2) * 0.5 + u3
+
+
 # --------------------------------------------------------------------------- worker threads
 class _Workers:
     """A persistent pool of worker threads that run blocks with single-threaded BLAS (module docstring)."""
@@ -307,3 +363,71 @@ def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None):
     convolution of gy with the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] and padding 2 - p."""
     turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
     return conv2d_forward(gy, turned, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes, whole=whole)
+
+
+# Blocks' partial weight gradients are summed in this many fixed groups (each group's blocks in turn,
+# then the groups in order), so the sum's order depends on the shapes only, not on the thread count.
+_DW_GROUPS = 8
+
+
+def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
+    """dW (O, C, 3, 3) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW).
+
+    Backpropagation through the forward's formula: dM = A dY A^T per tile, dU[k] (O, C) = sum over
+    tiles of dM[k] (O, T) @ V[k]^T (T, C), dW = G^T dU G: 16 GEMMs of O x T x C multiply-adds instead of
+    im2col's O x 4T x 9C. Same schedules as `conv2d_forward`: blocked (partial dU per group of blocks,
+    summed in a fixed order) or, for large weights, whole chunks with every BLAS thread.
+    """
+    x = np.ascontiguousarray(x)
+    gy = np.ascontiguousarray(gy)
+    n, c, h, wd = x.shape
+    o = gy.shape[1]
+    ph, pw = padding
+    th, tw = -(-gy.shape[2] // 2), -(-gy.shape[3] // 2)
+    tiles = th * tw
+    per_sample = 16 * (c + o) * tiles * x.itemsize
+    if whole is None:
+        whole = 16 * o * c * x.itemsize > (block_bytes or _BLOCK_BYTES)
+    du = np.zeros((16, o, c), dtype=x.dtype)
+    if whole:
+        part = np.empty((16, o, c), dtype=x.dtype)
+        for sl in batch_chunks(n, per_sample):
+            lo0, t = sl.start, (sl.stop - sl.start) * tiles
+            v = _workspace.get("wino_v", (16, c, t), x.dtype)
+            dm = _workspace.get("wino_m", (16, o, t), x.dtype)
+            log_gemm(GemmCall(o, t, c, False, True, x.dtype.str, True, 16, False))
+
+            def transforms(lo, hi):
+                _input_transform(x[lo:hi], ph, pw, th, tw, v[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles])
+                _grad_output_transform(gy[lo:hi], th, tw, dm[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles])
+            _workers.run(transforms, _split(sl.start, sl.stop, numba.get_num_threads()))
+            np.matmul(dm, v.transpose(0, 2, 1), out=part if sl.start else du)     # every BLAS thread
+            if sl.start:
+                du += part
+    else:
+        blocks = _blocks(n, per_sample, block_bytes)
+        groups = _split(0, len(blocks), _DW_GROUPS)
+        partial = _workspace.get("wino_du", (len(groups), 16, o, c), x.dtype)
+        for lo, hi in blocks:
+            log_gemm(GemmCall(o, (hi - lo) * tiles, c, False, True, x.dtype.str, True, 16, True))
+
+        def group(g0, g1):
+            for g in range(g0, g1):
+                acc = partial[g]
+                part = _workspace.get("wino_part", (16, o, c), x.dtype)
+                for bi in range(*groups[g]):
+                    lo, hi = blocks[bi]
+                    t = (hi - lo) * tiles
+                    v = _workspace.get("wino_v", (16, c, t), x.dtype)       # per-thread buffers
+                    dm = _workspace.get("wino_m", (16, o, t), x.dtype)
+                    _input_transform(x[lo:hi], ph, pw, th, tw, v)
+                    _grad_output_transform(gy[lo:hi], th, tw, dm)
+                    np.matmul(dm, v.transpose(0, 2, 1), out=acc if bi == groups[g][0] else part)
+                    if bi != groups[g][0]:
+                        acc += part
+        _workers.run(group, [(g, g + 1) for g in range(len(groups))])
+        for g in range(len(groups)):
+            du += partial[g]
+    dw = np.empty((o, c, 3, 3), dtype=x.dtype)
+    _weight_grad_transform(du, dw)
+    return dw
