@@ -256,7 +256,12 @@ class _Workers:
         return self._blas
 
     def run(self, job, blocks):
-        """job(lo, hi) for every block (lo, hi), shared out in contiguous runs among the threads."""
+        """job(lo, hi) for every block (lo, hi), the threads taking the next block as they come free.
+
+        Taking blocks one by one (not a fixed share each) matters on a busy or virtual machine: a
+        worker that wakes late (measured: milliseconds, after idle time) leaves its blocks to the
+        others instead of making them wait. Which thread runs a block never changes its result.
+        """
         count = min(numba.get_num_threads(), len(blocks))
         blas = self._blas_limit() if count > 1 else None
         if count <= 1 or not blas:
@@ -270,15 +275,20 @@ class _Workers:
                 self._pool = ThreadPoolExecutor(count, thread_name_prefix="tinycnn-winograd")
                 self._size = count
             pool = self._pool
-        bounds = [len(blocks) * k // count for k in range(count + 1)]
+        queue = iter(blocks)
+        taking = threading.Lock()
 
-        def runs(k):
-            for lo, hi in blocks[bounds[k]:bounds[k + 1]]:
-                job(lo, hi)
+        def take_blocks():
+            while True:
+                with taking:
+                    block = next(queue, None)
+                if block is None:
+                    return
+                job(*block)
 
         with blas.limit(limits=1, user_api="blas"):
-            futures = [pool.submit(runs, k) for k in range(1, count)]
-            runs(0)                                   # the calling thread takes the first run
+            futures = [pool.submit(take_blocks) for _ in range(1, count)]
+            take_blocks()                              # the calling thread works too
             for f in futures:
                 f.result()
 
@@ -335,7 +345,7 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
             v = _workspace.get("wino_v", (16, c, t), x.dtype)
             mm = _workspace.get("wino_m", (16, o, t), x.dtype)
             log_gemm(GemmCall(o, c, t, False, False, x.dtype.str, True, 16, False))
-            parts = _split(sl.start, sl.stop, numba.get_num_threads())
+            parts = _split(sl.start, sl.stop, 4 * numba.get_num_threads())
             _workers.run(lambda lo, hi: _input_transform(x[lo:hi], ph, pw, th, tw,
                                                          v[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles]), parts)
             np.matmul(u, v, out=mm)                             # every BLAS thread
@@ -400,7 +410,7 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
             def transforms(lo, hi):
                 _input_transform(x[lo:hi], ph, pw, th, tw, v[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles])
                 _grad_output_transform(gy[lo:hi], th, tw, dm[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles])
-            _workers.run(transforms, _split(sl.start, sl.stop, numba.get_num_threads()))
+            _workers.run(transforms, _split(sl.start, sl.stop, 4 * numba.get_num_threads()))
             np.matmul(dm, v.transpose(0, 2, 1), out=part if sl.start else du)     # every BLAS thread
             if sl.start:
                 du += part
