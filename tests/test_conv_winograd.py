@@ -165,51 +165,44 @@ def test_backward_weight_matches_float64_reference(padding, dtype, whole, block_
     assert np.all(np.abs(dw - ref) <= bound + np.finfo(dtype).tiny)
 
 
-def test_backward_weight_is_bit_identical_for_any_thread_count():
-    import numba
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
-    gy = rng.standard_normal((16, 12, 12, 12)).astype(np.float32)
-    prev = numba.get_num_threads()
-    outs = {False: [], True: []}
-    try:
-        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(t)
-            for whole in outs:
-                outs[whole].append(W.conv2d_backward_weight(gy, x, (1, 1), block_bytes=40_000, whole=whole))
-    finally:
-        numba.set_num_threads(prev)
-    for whole, (one, two) in outs.items():
-        np.testing.assert_array_equal(one, two, err_msg=f"whole={whole}")
-
-
 def test_backward_data_needs_padding_at_most_2_and_8_output_channels():
     assert not W.applies_backward_data((8, 8, 3, 3), (1, 1), (3, 1), (1, 1), 1)
     assert not W.applies_backward_data((4, 8, 3, 3), (1, 1), (1, 1), (1, 1), 1)
     assert W.applies_backward_data((8, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1)
 
 
-def test_thread_count_does_not_change_results():
-    """Blocks depend on the shapes only and each runs with single-threaded BLAS: 1 and 2 threads give
-    bit-identical outputs."""
+def _with_threads(fn):
+    """{whole: [fn(whole) with 1 thread, fn(whole) with 2 threads]} for both schedules."""
     import numba
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
-    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
     prev = numba.get_num_threads()
     outs = {False: [], True: []}
     try:
         for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(t)
             for whole in outs:
-                outs[whole].append(W.conv2d_forward(x, w, (1, 1), block_bytes=40_000, whole=whole).copy())
+                outs[whole].append(fn(whole).copy())
     finally:
         numba.set_num_threads(prev)
+    return outs
+
+
+@pytest.mark.parametrize("which", ["forward", "backward_weight"])
+def test_thread_count_does_not_change_results(which):
+    """Blocks (and the weight gradient's groups of partial sums) depend on the shapes only, and each
+    block runs with single-threaded BLAS: 1 and 2 threads give bit-identical outputs."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 8, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((12, 8, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((16, 12, 12, 12)).astype(np.float32)
+    if which == "forward":
+        outs = _with_threads(lambda whole: W.conv2d_forward(x, w, (1, 1), block_bytes=40_000, whole=whole))
+    else:
+        outs = _with_threads(lambda whole: W.conv2d_backward_weight(gy, x, (1, 1), block_bytes=40_000, whole=whole))
     assert len(W._blocks(16, 16 * (8 + 12) * 36 * 4, 40_000)) > 2
     for whole, (one, two) in outs.items():
         np.testing.assert_array_equal(one, two, err_msg=f"whole={whole}")
     # the two schedules run the same operations on each tile: the GEMM's sums may be ordered differently
-    np.testing.assert_allclose(outs[True][0], outs[False][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs[True][0], outs[False][0], rtol=1e-4, atol=1e-4)
 
 
 def test_large_weights_take_the_whole_chunk_schedule(monkeypatch):
