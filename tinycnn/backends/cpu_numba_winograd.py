@@ -1,4 +1,4 @@
-"""Winograd F(2x2, 3x3): the Numba family's 3x3, stride-1 convolution, forward and backward-data.
+"""Winograd F(2x2, 3x3): the Numba family's 3x3, stride-1 convolution, forward and both gradients.
 
 Each 2x2 block of outputs of one (sample, output channel) needs a 4x4 tile d of each padded input
 plane. With the fixed matrices
@@ -23,7 +23,8 @@ GEMM over all tiles t:
 Backward-data of a stride-1 3x3 convolution is itself one: dx = conv(gy, w', padding 2 - p) with
 w'[c, o, i, j] = w[o, c, 2 - i, 2 - j] (each input pixel collects the gradients of the outputs whose
 window covered it, the kernel turned by 180 degrees). So `conv2d_backward_data` is the forward with
-those weights, and needs no col2im.
+those weights, and needs no col2im. Backward-weight backpropagates through the formula above:
+dM = A dY A^T per tile, dU[k] (O, C) = dM[k] (O, T) @ V[k]^T, dW = G^T dU G (again 16 GEMMs).
 
 Blocks and threads. The transformed tensors are 4x the planes they come from, so the batch is cut
 into blocks of samples whose V and M take at most _BLOCK_BYTES: the input transform writes V, the 16
@@ -33,7 +34,8 @@ slower than 1), so with T tinycnn threads (`numba.get_num_threads()`) the blocks
 instead: T worker threads each run whole blocks, the transforms in serial Numba code that releases
 the GIL and the GEMMs through single-threaded BLAS (threadpoolctl limits OpenBLAS to 1 thread while
 they run). A block's result does not depend on which thread ran it, and blocks depend only on the
-shapes, so results are bit-identical for any thread count.
+shapes, so results are bit-identical for any thread count. Where U itself is larger than a block
+(deep layers), the "whole" schedule of `conv2d_forward` is used instead.
 """
 from __future__ import annotations
 
@@ -53,8 +55,6 @@ __all__ = ["applies", "applies_backward_data", "weight_transform", "conv2d_forwa
 
 _BLOCK_BYTES = 2 << 20     # V + M of one block of samples (measured: docs/kernels.md)
 MIN_CHANNELS = 8           # fewer summed channels: the 16 GEMMs have too little depth to beat im2col
-
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
 def applies(x_shape, w_shape, stride, dilation, groups) -> bool:
