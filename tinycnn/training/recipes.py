@@ -23,7 +23,7 @@ Every setting the user does not give on the command line comes from `default_set
 |                                            |   with a few hundred images the seed alone moves test AUC/ACC by |
 |                                            |   +-0.015, and averaging seeds removes much of that variance;    |
 |                                            |   5 full small-set runs fit the time budget on 2 cores (about    |
-|                                            |   8.5 minutes for 546 images); 3 vs 5 members on breast-sized    |
+|                                            |   6 minutes for 546 images); 3 vs 5 members on breast-sized      |
 |                                            |   data: mean validation loss of the last 10 epochs 0.268 vs 0.266 |
 |                                            |   (seeds 0-2). Large sets: 1 model (a single run is already      |
 |                                            |   stable and takes the whole budget)                             |
