@@ -4,6 +4,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tinycnn.nn.functional as F
 from tinycnn import backends
@@ -163,3 +165,94 @@ def test_pool_bad_input_messages(call, exc, match):
 def test_reference_cnn_maxpool_shapes_match_torch(shape, cpu_family):
     x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
     _compare(F.max_pool2d, TF.max_pool2d, x, np.float32, kernel_size=2)
+
+
+# ---------------------------------------------------------------------- ReLU then max-pool as one op
+def _relu_pool_both(xa, k, s, p):
+    """(y, dx) of relu then max_pool2d, separately and through ops.pool.relu_max_pool2d."""
+    from tinycnn.ops.pool import relu_max_pool2d
+    outs, g = [], None
+    for fused in (False, True):
+        x = Tensor(xa.copy(), requires_grad=True)
+        y = relu_max_pool2d(x, k, s, p) if fused else F.max_pool2d(F.relu(x), k, s, p)
+        if g is None:
+            g = np.random.default_rng(1).standard_normal(y.shape).astype(xa.dtype)
+        y.backward(Tensor(g))
+        outs.append((y.numpy().copy(), x.grad.numpy().copy()))
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), ((2, 3), (1, 2), (1, 0))])
+@pytest.mark.parametrize("values", ["normal", "ties", "special"])
+def test_relu_max_pool_is_bit_identical_to_relu_then_max_pool(dtype, k, s, p, values):
+    rng = np.random.default_rng(0)
+    shape = (3, 4, 9, 8)
+    if values == "normal":
+        xa = rng.standard_normal(shape)
+    elif values == "ties":            # many equal values and exact zeros: argmax tie-breaking
+        xa = rng.integers(-2, 3, shape).astype(np.float64)
+    else:                             # -0.0, +-inf and NaN
+        xa = rng.standard_normal(shape)
+        flat = xa.reshape(-1)
+        flat[rng.integers(0, flat.size, 20)] = -0.0
+        flat[rng.integers(0, flat.size, 5)] = np.inf
+        flat[rng.integers(0, flat.size, 5)] = -np.inf
+        flat[rng.integers(0, flat.size, 5)] = np.nan
+    (y0, dx0), (y1, dx1) = _relu_pool_both(xa.astype(dtype), k, s, p)
+    np.testing.assert_array_equal(y1, y0)
+    assert np.array_equal(np.signbit(y1), np.signbit(y0))      # -0.0 vs +0.0 too
+    np.testing.assert_array_equal(dx1, dx0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(2, 11), w=st.integers(2, 11),
+       k=st.integers(1, 3), s=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_relu_max_pool_property_any_shape(n, c, h, w, k, s, seed):
+    k = min(k, h, w)
+    p = k // 2 if seed % 2 else 0
+    xa = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    (y0, dx0), (y1, dx1) = _relu_pool_both(xa, k, s, p)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(dx1, dx0)
+
+
+def test_relu_max_pool_matches_torch():
+    rng = np.random.default_rng(3)
+    xa = rng.standard_normal((4, 8, 14, 14))
+    g = rng.standard_normal((4, 8, 7, 7))
+    from tinycnn.ops.pool import relu_max_pool2d
+    x = Tensor(xa, requires_grad=True)
+    y = relu_max_pool2d(x, 2)
+    y.backward(Tensor(g))
+    tx = torch.tensor(xa, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(torch.relu(tx), 2)
+    ty.backward(torch.tensor(g))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-15, atol=1e-15)
+    assert gradcheck(lambda t: relu_max_pool2d(t, 2), (Tensor(rng.standard_normal((1, 2, 4, 4)) + 0.5,
+                                                              requires_grad=True),))
+
+
+def test_sequential_runs_relu_then_max_pool_as_one_op_unless_hooked(monkeypatch):
+    import tinycnn
+    from tinycnn import nn
+    from tinycnn.ops import pool
+    calls = []
+    real = pool.ReLUMaxPool2d.apply
+    monkeypatch.setattr(pool.ReLUMaxPool2d, "apply", lambda *a, **k: calls.append(1) or real(*a, **k))
+    tinycnn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 2))
+    x = tinycnn.randn(2, 1, 8, 8)
+    y = model(x)
+    assert calls == [1]
+    seen = []
+    handle = model[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    y_hooked = model(x)
+    assert calls == [1] and seen == [(2, 4, 8, 8)]      # the hook sees ReLU's own full-size output
+    handle.remove()
+    np.testing.assert_array_equal(y.numpy(), y_hooked.numpy())
+    # a non-4-D input is left to the modules (and their own errors)
+    seq = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match="4-D"):
+        seq(tinycnn.randn(2, 8, 8))

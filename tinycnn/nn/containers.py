@@ -5,6 +5,7 @@ import operator
 from collections import OrderedDict
 
 from ..tensor import TensorIndexError
+from ..ops.pool import relu_max_pool2d
 from .module import Module
 
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
@@ -21,11 +22,25 @@ def _index(idx, n, what):
     return idx % n
 
 
+def _relu_then_max_pool(a, b, x) -> bool:
+    """True when modules a, b are a plain ReLU and MaxPool2d with no hooks, applied to a 4-D float tensor."""
+    from ..tensor import Tensor            # noqa: PLC0415 - nn imports tensor; keep the import cheap
+    from .layers import MaxPool2d, ReLU    # noqa: PLC0415 - layers imports this module
+    return (type(a) is ReLU and type(b) is MaxPool2d and isinstance(x, Tensor) and x.ndim == 4
+            and x.dtype.kind == "f" and not (a._forward_hooks or a._forward_pre_hooks
+                                             or b._forward_hooks or b._forward_pre_hooks))
+
+
 class Sequential(Module):
     """Calls its modules in order: ``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=m))``.
 
     Children are named "0", "1", ... (or by the OrderedDict keys), so a state_dict has
     PyTorch's keys, e.g. ``0.weight``, ``1.running_mean``.
+
+    One shortcut: a ``ReLU`` directly followed by a ``MaxPool2d`` (neither with hooks) runs as one
+    op that pools first and applies ReLU to the smaller pooled map. ReLU commutes with a window max,
+    so outputs and gradients are bit-identical to calling the two modules (``ops/pool.py``,
+    ``ReLUMaxPool2d``); it saves two passes over the full-size map.
     """
 
     def __init__(self, *args):
@@ -40,8 +55,17 @@ class Sequential(Module):
                 self.add_module(str(i), m)
 
     def forward(self, x):
-        for m in self._modules.values():
-            x = m(x)
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            if i + 1 < len(modules) and _relu_then_max_pool(modules[i], modules[i + 1], x):
+                # one op, bit-identical results (ops/pool.py, ReLUMaxPool2d)
+                pool = modules[i + 1]
+                x = relu_max_pool2d(x, pool.kernel_size, pool.stride, pool.padding)
+                i += 2
+                continue
+            x = modules[i](x)
+            i += 1
         return x
 
     def __len__(self):

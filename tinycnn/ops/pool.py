@@ -21,7 +21,8 @@ from ..autograd import Function
 from ..backends import device_of, kernel, xp_of
 from .conv import pair
 
-__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+__all__ = ["MaxPool2d", "ReLUMaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "relu_max_pool2d",
+           "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 class MaxPool2d(Function):
@@ -38,14 +39,48 @@ class MaxPool2d(Function):
     @staticmethod
     def backward(ctx, g):
         (idx,) = ctx.saved_tensors
-        if not g.flags.c_contiguous:
-            g = g.copy()
-        fn = kernel("max_pool2d_backward", g)
-        if device_of(g) == "cuda":
-            # with the window geometry the GPU kernels gather (one thread per input element) instead of
-            # adding one (n, c) plane per thread: deterministic either way, much faster this way
-            return fn(g, idx, ctx.x_shape, *ctx.window)
-        return fn(g, idx, ctx.x_shape)
+        return _max_pool_backward(g, idx, ctx.x_shape, ctx.window)
+
+
+def _max_pool_backward(g, idx, x_shape, window):
+    if not g.flags.c_contiguous:
+        g = g.copy()
+    fn = kernel("max_pool2d_backward", g)
+    if device_of(g) == "cuda":
+        # with the window geometry the GPU kernels gather (one thread per input element) instead of
+        # adding one (n, c) plane per thread: deterministic either way, much faster this way
+        return fn(g, idx, x_shape, *window)
+    return fn(g, idx, x_shape)
+
+
+class ReLUMaxPool2d(Function):
+    """y = relu(max_pool2d(x)) = max_pool2d(relu(x)), what `nn.Sequential` runs for a ReLU followed by a
+    MaxPool2d.
+
+    ReLU is monotone, so it commutes with a window max: max_q relu(x[q]) = relu(max_q x[q]) (also for
+    NaN, which both propagate, and -0.0, which both turn into +0.0). Pooling first and applying ReLU
+    to the pooled map touches the full-size map once instead of three times (ReLU's read and write,
+    then the pool's read). Backward, likewise exact: dx = max-pool backward of g [y > 0]. Where
+    y > 0 the argmax of x and of relu(x) is the same element (the first maximum); where y = 0 both
+    orders give a zero gradient to the whole window. So outputs and gradients are bit-identical to
+    the two separate ops (tests/test_pool.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x, *, kernel_size, stride, padding):
+        from .activation import relu_array   # noqa: PLC0415 - activation imports nothing from here
+        pooled, idx = kernel("max_pool2d_forward", x)(x, kernel_size, stride, padding)
+        y = relu_array(pooled)
+        ctx.save_for_backward(idx, y)
+        ctx.x_shape = x.shape
+        ctx.window = (kernel_size, stride, padding)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        from .activation import relu_grad_array   # noqa: PLC0415
+        idx, y = ctx.saved_tensors
+        return _max_pool_backward(relu_grad_array(g, y), idx, ctx.x_shape, ctx.window)
 
 
 class AvgPool2d(Function):
@@ -134,6 +169,13 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     _check_input(x, "max_pool2d")
     k, s, p = _window_args(x, "max_pool2d", kernel_size, stride, padding)
     return MaxPool2d.apply(x, kernel_size=k, stride=s, padding=p)
+
+
+def relu_max_pool2d(x, kernel_size, stride=None, padding=0):
+    """relu(x) then max_pool2d, as one op (`ReLUMaxPool2d`: same results, less memory traffic)."""
+    _check_input(x, "max_pool2d")
+    k, s, p = _window_args(x, "max_pool2d", kernel_size, stride, padding)
+    return ReLUMaxPool2d.apply(x, kernel_size=k, stride=s, padding=p)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
