@@ -78,9 +78,10 @@ class ReLUMaxPool2d(Function):
 
     @staticmethod
     def backward(ctx, g):
-        from .activation import relu_grad_array   # noqa: PLC0415
+        from .activation import grad_buffer, relu_grad_array   # noqa: PLC0415
         idx, y = ctx.saved_tensors
-        return _max_pool_backward(relu_grad_array(g, y), idx, ctx.x_shape, ctx.window)
+        out = grad_buffer(g)        # first: as another call's argument, g would hold one more reference
+        return _max_pool_backward(relu_grad_array(g, y, out=out), idx, ctx.x_shape, ctx.window)
 
 
 class AvgPool2d(Function):
