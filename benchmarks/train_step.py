@@ -149,6 +149,9 @@ def gemm_replay(calls, seed=0, library="tinycnn"):
         else:
             groups.append((op[3], [op]))
 
+    if any(spread for spread, _ in groups):
+        from tinycnn.backends.cpu_numba_winograd import run_spread
+
     def product(a, b, out):
         return matmul(a, b) if out is None else matmul(a, b, out=out)
 
@@ -157,7 +160,6 @@ def gemm_replay(calls, seed=0, library="tinycnn"):
         results = []
         for spread, group in groups:
             if spread:
-                from tinycnn.backends.cpu_numba_winograd import run_spread
                 run_spread(lambda lo, hi: [product(*op[:3]) for op in group[lo:hi]],
                            [(i, i + 1) for i in range(len(group))])
                 results.extend(op[2] for op in group)

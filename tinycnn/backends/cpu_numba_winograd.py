@@ -307,6 +307,16 @@ def _blocks(n, per_sample, block_bytes):
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
+def _whole_by_default(o, c, itemsize, block_bytes):
+    """The whole schedule when the transformed weights U (16 x O x C) are larger than a block."""
+    return 16 * o * c * itemsize > (block_bytes or _BLOCK_BYTES)
+
+
+def _chunk_tiles(a, lo, hi, lo0, tiles):
+    """The tiles of samples [lo, hi) in a (16, channels, T) tensor that holds a chunk starting at lo0."""
+    return a[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles]
+
+
 def _split(lo, hi, parts):
     """[lo, hi) cut into at most `parts` contiguous, nearly equal ranges."""
     parts = max(1, min(parts, hi - lo))
@@ -340,7 +350,7 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
     y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
     per_sample = 16 * (c + o) * tiles * x.itemsize
     if whole is None:
-        whole = u.nbytes > (block_bytes or _BLOCK_BYTES)
+        whole = _whole_by_default(o, c, x.itemsize, block_bytes)
     if whole:
         for sl in batch_chunks(n, per_sample):
             lo0, t = sl.start, (sl.stop - sl.start) * tiles
@@ -349,10 +359,10 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
             log_gemm(GemmCall(o, c, t, False, False, x.dtype.str, True, 16, False))
             parts = _split(sl.start, sl.stop, 4 * numba.get_num_threads())
             _workers.run(lambda lo, hi: _input_transform(x[lo:hi], ph, pw, th, tw,
-                                                         v[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles]), parts)
+                                                         _chunk_tiles(v, lo, hi, lo0, tiles)), parts)
             np.matmul(u, v, out=mm)                             # every BLAS thread
-            _workers.run(lambda lo, hi: _output_transform(mm[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles], b,
-                                                          has_bias, th, tw, y[lo:hi]), parts)
+            _workers.run(lambda lo, hi: _output_transform(_chunk_tiles(mm, lo, hi, lo0, tiles), b, has_bias,
+                                                          th, tw, y[lo:hi]), parts)
         return y
 
     def job(lo, hi):
@@ -399,7 +409,7 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
     tiles = th * tw
     per_sample = 16 * (c + o) * tiles * x.itemsize
     if whole is None:
-        whole = 16 * o * c * x.itemsize > (block_bytes or _BLOCK_BYTES)
+        whole = _whole_by_default(o, c, x.itemsize, block_bytes)
     du = np.zeros((16, o, c), dtype=x.dtype)
     if whole:
         part = np.empty((16, o, c), dtype=x.dtype)
@@ -410,8 +420,8 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
             log_gemm(GemmCall(o, t, c, False, True, x.dtype.str, True, 16, False))
 
             def transforms(lo, hi):
-                _input_transform(x[lo:hi], ph, pw, th, tw, v[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles])
-                _grad_output_transform(gy[lo:hi], th, tw, dm[:, :, (lo - lo0) * tiles:(hi - lo0) * tiles])
+                _input_transform(x[lo:hi], ph, pw, th, tw, _chunk_tiles(v, lo, hi, lo0, tiles))
+                _grad_output_transform(gy[lo:hi], th, tw, _chunk_tiles(dm, lo, hi, lo0, tiles))
             _workers.run(transforms, _split(sl.start, sl.stop, 4 * numba.get_num_threads()))
             np.matmul(dm, v.transpose(0, 2, 1), out=part if sl.start else du)     # every BLAS thread
             if sl.start:
