@@ -176,8 +176,18 @@ def test_grad_cam_of_an_ensemble_is_the_mean_of_member_maps():
     assert full.shape == (2, 28, 28) and full.max() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("n,expected", [(546, 5), (1999, 5), (2000, 1), (4708, 1)])
-def test_recipe_ensembles_small_sets(n, expected):
+@pytest.mark.parametrize("n,size,expected", [(64, 28, 5), (546, 28, 5), (1999, 28, 4), (2000, 28, 2),
+                                              (4708, 28, 2), (7007, 28, 1), (34561, 28, 1), (200, 64, 3), (546, 64, 1),
+                                              (4708, 64, 1)])
+def test_recipe_ensemble_size_follows_the_training_passes(n, size, expected):
     from tinycnn.data import DatasetInfo
-    info = DatasetInfo("x", "binary-class", ("a", "b"), 1, 28, {"train": n}, "generated")
-    assert default_settings(info, np.arange(n) % 2)["ensemble"] == expected
+    from tinycnn.training.recipes import ENSEMBLE_PASSES, ensemble_size
+    info = DatasetInfo("x", "binary-class", ("a", "b"), 1, size, {"train": n}, "generated")
+    r = default_settings(info, np.arange(n) % 2)
+    assert r["ensemble"] == expected
+    # the members' passes stay within the budget unless one member alone exceeds it
+    per_epoch = (n // r["batch_size"]) * r["batch_size"] if n > r["batch_size"] else n
+    passes = per_epoch * r["epochs"] * (size / 28) ** 2
+    assert expected == 1 or expected * passes <= ENSEMBLE_PASSES
+    assert expected == 5 or (expected + 1) * passes > ENSEMBLE_PASSES
+    assert ensemble_size(n, r["batch_size"], r["epochs"], size) == expected

@@ -19,14 +19,21 @@ Every setting the user does not give on the command line comes from `default_set
 |                                            |   13-minute time budget cuts the run (large sets: a few long   |
 |                                            |   epochs), the schedule shrinks with it, warm-up included, and |
 |                                            |   is fitted early in the first epoch (`Trainer._fit_budget`)   |
-| < 2000 training images                     | ensemble of 5 members (`tinycnn.models.Ensemble`, averaged softmax): |
-|                                            |   with a few hundred images the seed alone moves test AUC/ACC by |
-|                                            |   +-0.015, and averaging seeds removes much of that variance;    |
-|                                            |   5 full small-set runs fit the time budget on 2 cores (about    |
-|                                            |   6 minutes for 546 images); 3 vs 5 members on breast-sized      |
-|                                            |   data: mean validation loss of the last 10 epochs 0.268 vs 0.266 |
-|                                            |   (seeds 0-2). Large sets: 1 model (a single run is already      |
-|                                            |   stable and takes the whole budget)                             |
+| training image passes per member          | seed ensemble (`tinycnn.models.Ensemble`, averaged softmax) of as |
+|   P = images per epoch x epochs x          |   many members as fit in ENSEMBLE_PASSES = 400k passes, 1 to 5:  |
+|   (image side / 28)^2                      |   K = clip(400k // P, 1, 5). One pass of this model costs about   |
+|                                            |   1.35 ms on the 2-core reference CPU (~740 images/s, validation |
+|                                            |   included), so the members take at most ~9 of the 13 budgeted   |
+|                                            |   minutes and a slower machine still has room before the budget  |
+|                                            |   shortens the schedule. Why: the seed alone moves test AUC/ACC  |
+|                                            |   by +-0.015 on small sets and test ACC by +-0.016 on a 4708-image |
+|                                            |   set with a shifted test split, and averaging members removes  |
+|                                            |   much of that variance at no cost in expected accuracy; the time |
+|                                            |   is there to spend. 3 vs 5 members on breast-sized data: mean   |
+|                                            |   validation loss of the last 10 epochs 0.268 vs 0.266 (seeds    |
+|                                            |   0-2), so more than 5 is not worth the time. Gives 5 for 546    |
+|                                            |   images (8 steps x 64 x 100 epochs), 2 for 4708 (36 x 128 x 41),  |
+|                                            |   1 from about 10k images on (those runs take the whole budget)  |
 | < 2000 training images                     | + weight averaging (`--ema`): the checkpoint that is validated and  |
 |                                            |   saved is an exponential moving average of the weights over the    |
 |                                            |   last 5 % of the run's optimizer steps (decay 1 - 1/h, h = 0.05 x   |
@@ -49,11 +56,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["default_settings", "SMALL_SET", "describe"]
+__all__ = ["default_settings", "SMALL_SET", "describe", "ensemble_size"]
 
 SMALL_SET = 2000
 IMBALANCE = 2.0
-SMALL_SET_ENSEMBLE = 5
+ENSEMBLE_PASSES = 400_000  # training image passes (28x28 equivalents) the members of an ensemble may take
+MAX_ENSEMBLE = 5
 EMA_FRACTION = 0.05      # averaging horizon as a fraction of the run's optimizer steps
 
 
@@ -65,6 +73,14 @@ def _epochs(n_train: int, batch: int) -> int:
     """
     steps_per_epoch = max(1, -(-n_train // batch))
     return int(np.clip(round(1500 / steps_per_epoch), 30, 100))
+
+
+def ensemble_size(n_train: int, batch: int, epochs: int, image_size: int = 28) -> int:
+    """Members that fit in ENSEMBLE_PASSES training image passes: clip(ENSEMBLE_PASSES // P, 1, MAX_ENSEMBLE),
+    P = images per epoch (whole batches, as the loader drops the last partial one) x epochs x (side/28)^2."""
+    per_epoch = (n_train // batch) * batch if n_train > batch else n_train
+    passes = per_epoch * epochs * (max(int(image_size), 1) / 28.0) ** 2
+    return int(np.clip(ENSEMBLE_PASSES // max(passes, 1.0), 1, MAX_ENSEMBLE))
 
 
 def ema_decay(n_train: int, batch: int, epochs: int) -> float:
@@ -110,7 +126,7 @@ def default_settings(info, train_labels) -> dict:
         "batch_size": batch,
         "epochs": epochs,
         "patience": 0,
-        "ensemble": SMALL_SET_ENSEMBLE if small else 1,
+        "ensemble": ensemble_size(n, batch, epochs, getattr(info, "image_size", 28) or 28),
         "ema": round(ema_decay(n, batch, epochs), 6) if small else 0.0,
         "mixup": 0.0,
     }
