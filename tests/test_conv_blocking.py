@@ -127,7 +127,7 @@ def test_direct_3x3_kernels_equal_the_plain_tap_loops_bit_for_bit(shape, dil, dt
     oh, ow = h + 2 * pad[0] - 2 * dil[0], wd + 2 * pad[1] - 2 * dil[1]
     ys = [np.empty((n, 3 * c, oh, ow), dtype) for _ in range(2)]
     for y, fast in zip(ys, (True, False)):
-        NB._direct_fwd_s1(xp, w, b, True, dil[0], dil[1], y, fast)
+        NB._direct_fwd_s1(xp, w, b, True, dil[0], dil[1], y, fast, False)
     np.testing.assert_array_equal(ys[0], ys[1])
     np.testing.assert_allclose(ys[0], NP.conv2d_forward(x, w, (1, 1), pad, dil, c) + b[None, :, None, None],
                                **TOL[dtype])

@@ -256,3 +256,116 @@ def test_sequential_runs_relu_then_max_pool_as_one_op_unless_hooked(monkeypatch)
     seq = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
     with pytest.raises(ValueError, match="4-D"):
         seq(tinycnn.randn(2, 8, 8))
+
+
+# --------------------------------------------------------------------------- conv + ReLU + 2x2 max-pool
+def _conv_relu_pool_both(xa, wa, ba, stride, padding, dilation, groups):
+    """relu(max_pool2d(conv2d(x), 2)) through the three ops and through ops.pool.conv2d_relu_max_pool2d
+    under no_grad (the fused primitive); both as arrays."""
+    import tinycnn
+    from tinycnn.ops.pool import conv2d_relu_max_pool2d
+    x, w = Tensor(xa), Tensor(wa)
+    b = None if ba is None else Tensor(ba)
+    with tinycnn.no_grad():
+        sep = F.max_pool2d(F.relu(F.conv2d(x, w, b, stride, padding, dilation, groups)), 2)
+        fused = conv2d_relu_max_pool2d(x, w, b, stride, padding, dilation, groups)
+    return sep.numpy(), fused.numpy()
+
+
+# (C, O, kernel, stride, padding, dilation, groups): the direct kernel (one channel per group), Winograd
+# (3x3 s1, >= 8 channels) and the three-pass fallback (im2col: stride 2, 5x5, dilation, few channels)
+CONV_POOL_CASES = [(1, 6, 3, 1, 1, 1, 1), (4, 8, 3, 1, 1, 1, 4), (1, 3, 5, 1, 2, 2, 1),
+                   (8, 5, 3, 1, 1, 1, 1), (16, 12, 3, 1, 0, 1, 1), (9, 4, 3, 1, 2, 1, 1),
+                   (3, 4, 3, 2, 1, 1, 1), (6, 4, 5, 1, 2, 1, 2), (4, 6, 3, 1, 1, 2, 1)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("hw", [(12, 12), (13, 11)], ids=["even", "odd"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", CONV_POOL_CASES, ids=lambda c: "C{}O{}k{}s{}p{}d{}g{}".format(*c))
+def test_conv_relu_pool_is_bit_identical_to_the_three_ops(case, bias, hw, dtype, cpu_family):
+    c, o, k, s, p, d, g = case
+    rng = np.random.default_rng(sum(case))
+    xa = rng.standard_normal((3, c, *hw)).astype(dtype)
+    wa = rng.standard_normal((o, c // g, k, k)).astype(dtype)
+    ba = rng.standard_normal(o).astype(dtype) if bias else None
+    sep, fused = _conv_relu_pool_both(xa, wa, ba, s, p, d, g)
+    assert fused.shape == sep.shape and fused.dtype == dtype
+    np.testing.assert_array_equal(fused, sep)
+    # and it is the PyTorch result
+    t = torch.nn.functional.conv2d(torch.tensor(xa, dtype=torch.float64), torch.tensor(wa, dtype=torch.float64),
+                                   None if ba is None else torch.tensor(ba, dtype=torch.float64), s, p, d, g)
+    expect = torch.nn.functional.max_pool2d(torch.relu(t), 2).numpy()
+    np.testing.assert_allclose(fused, expect, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                               atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("whole", [False, True], ids=["blocked", "whole"])
+def test_conv_relu_pool_winograd_schedules_and_special_values(whole):
+    """The fused Winograd output transform in both schedules, with ties, zeros, -0.0, inf and NaN
+    (first maximum, NaN wins, ReLU of -0.0 is +0.0): bit-identical to the three primitives."""
+    from tinycnn.backends import cpu_numba, cpu_numba_ew, cpu_numba_winograd as W
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 8, 10, 9)).astype(np.float32)
+    x[0, :, :4, :4] = 0.0                              # all-zero outputs: ties at 0 and ReLU of +-0
+    x[1, 0, 2, 3] = np.nan
+    x[2, 1, 5, 5] = np.inf
+    w = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
+    w[3] = 0.0                                         # a channel that is exactly its bias
+    b = rng.standard_normal(6).astype(np.float32)
+    b[3] = -0.0
+    fused = W.conv2d_forward(x, w, (1, 1), bias=b, whole=whole, block_bytes=40_000, relu_pool=True)
+    y = W.conv2d_forward(x, w, (1, 1), bias=b, whole=whole, block_bytes=40_000)
+    pooled, _ = cpu_numba.max_pool2d_forward(y, (2, 2), (2, 2), (0, 0))
+    sep = cpu_numba_ew.relu_forward(pooled)
+    assert fused.shape == (5, 6, 5, 4)
+    assert np.isnan(sep).any() and np.isnan(fused).any()
+    np.testing.assert_array_equal(fused, sep)
+    np.testing.assert_array_equal(np.signbit(fused), np.signbit(sep))
+
+
+def test_conv_relu_pool_falls_back_to_the_differentiable_ops_when_gradients_are_needed():
+    from tinycnn.ops.pool import conv2d_relu_max_pool2d
+    rng = np.random.default_rng(1)
+    xa, wa, ba = rng.standard_normal((2, 8, 8, 8)), rng.standard_normal((4, 8, 3, 3)), rng.standard_normal(4)
+    w = Tensor(wa, requires_grad=True)
+    y = conv2d_relu_max_pool2d(Tensor(xa), w, Tensor(ba), padding=1)
+    assert y.requires_grad
+    y.sum().backward()
+    tw = torch.tensor(wa, requires_grad=True)
+    torch.nn.functional.max_pool2d(torch.relu(torch.nn.functional.conv2d(
+        torch.tensor(xa), tw, torch.tensor(ba), padding=1)), 2).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-10, atol=1e-10)
+    # a map too small to pool is left to max_pool2d and its error
+    with pytest.raises(ValueError, match="max_pool2d"):
+        conv2d_relu_max_pool2d(Tensor(xa[:, :, :3, :3]), Tensor(wa))
+    with pytest.raises(ValueError, match="input has 8 channels"):
+        conv2d_relu_max_pool2d(Tensor(xa), Tensor(wa[:, :4]))
+
+
+def test_reference_cnn_inference_is_fused_and_equal_to_training_mode(monkeypatch):
+    import tinycnn
+    from tinycnn.backends import cpu_numba
+    from tinycnn.models import SimpleCNN
+    calls = []
+    real = cpu_numba.conv2d_relu_max_pool2d_forward
+    monkeypatch.setitem(backends._registry, ("conv2d_relu_max_pool2d_forward", "numba"),
+                        lambda *a: calls.append(a[1].shape) or real(*a))
+    tinycnn.manual_seed(0)
+    model = SimpleCNN()
+    model.eval()
+    x = tinycnn.randn(4, 1, 28, 28)
+    with tinycnn.no_grad():
+        y = model(x)
+    assert calls == [(32, 1, 3, 3), (64, 32, 3, 3)]
+    y_grad_mode = model(x)                             # records a graph: the separate ops run
+    assert y_grad_mode.requires_grad and len(calls) == 2
+    np.testing.assert_array_equal(y.numpy(), y_grad_mode.numpy())
+    seen = []
+    handle = model.conv2.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with tinycnn.no_grad():
+        y_hooked = model(x)
+    handle.remove()
+    assert seen == [(4, 64, 14, 14)] and calls == [(32, 1, 3, 3), (64, 32, 3, 3), (32, 1, 3, 3)]
+    np.testing.assert_array_equal(y.numpy(), y_hooked.numpy())

@@ -33,7 +33,7 @@ from .cpu_numpy import batch_chunks, conv_out_size, get_im2col_cap_bytes, matmul
 _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-           "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+           "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
 
@@ -223,16 +223,18 @@ def _pad_planes(x, ph, pw, xp):
 
 
 @njit(parallel=True, **_jit)
-def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y, taps9):
+def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y, taps9, relu_pool):
     """wide = b, then wide += w[tap] * (input run shifted by the tap), tap by tap in row-major order.
 
     taps9 (3x3 kernels): the same sums, in the same order and rounding, computed for each element k in
     registers, acc = ((b + w0 x0[k]) + w1 x1[k]) + ... + w8 x8[k], so `wide` is stored once instead
     of being loaded and stored once per tap; `_direct_fwd_s1(..., taps9=False)` is the plain loop.
+    relu_pool (inference): y is relu(max_pool2d(conv, 2)) (N, O, OH // 2, OW // 2), taken from `wide`
+    with the max-pool and ReLU kernels' comparisons (bit-identical to the separate passes).
     """
     n, c, hp1, wp = xp.shape
     o, _, kh, kw = w.shape
-    oh, ow = y.shape[2], y.shape[3]
+    oh, ow = hp1 - 1 - (kh - 1) * dh, wp - (kw - 1) * dw    # xp has one spare row (`_pad_planes`)
     og = o // c
     m = oh * wp
     zero = y.dtype.type(0)
@@ -272,8 +274,26 @@ def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y, taps9):
                         run = src[shift:shift + m]
                         for k in range(m):
                             wide[k] += wv * run[k]
-            for a in range(oh):
-                y[s, oc, a, :] = wide[a * wp:a * wp + ow]
+            if relu_pool:
+                for a in range(oh // 2):
+                    r0 = 2 * a * wp
+                    r1 = r0 + wp
+                    for b in range(ow // 2):
+                        q = 2 * b
+                        best = wide[r0 + q]
+                        v = wide[r0 + q + 1]
+                        if v > best or np.isnan(v):
+                            best = v
+                        v = wide[r1 + q]
+                        if v > best or np.isnan(v):
+                            best = v
+                        v = wide[r1 + q + 1]
+                        if v > best or np.isnan(v):
+                            best = v
+                        y[s, oc, a, b] = zero if best <= zero else best
+            else:
+                for a in range(oh):
+                    y[s, oc, a, :] = wide[a * wp:a * wp + ow]
 
 
 @njit(parallel=True, **_jit)
@@ -511,11 +531,11 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
-    if cg == 1 and stride == (1, 1):
+    if _direct(cg, stride):
         xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
         _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
         _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y,
-                (kh, kw) == (3, 3))
+                (kh, kw) == (3, 3), False)
         return y
     if cpu_numba_winograd.applies(x.shape, w.shape, stride, dilation, groups):
         # keeps no columns: backward-weight builds its own, block by block
@@ -542,6 +562,38 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
 conv2d_forward.fuses_bias = True
 conv2d_forward.keeps_cols = True
 register("conv2d_forward", "numba")(conv2d_forward)
+
+
+def _direct(cg, stride) -> bool:
+    """Convolutions with one input channel per group and unit stride accumulate taps directly."""
+    return cg == 1 and stride == (1, 1)
+
+
+@register("conv2d_relu_max_pool2d_forward", "numba")
+def conv2d_relu_max_pool2d_forward(x, w, bias, stride, padding, dilation, groups):
+    """relu(max_pool2d(conv2d(x, w) + bias, 2)) (N, O, OH // 2, OW // 2), for inference.
+
+    The direct and the Winograd convolutions pool and apply ReLU as they write their output, so the
+    full-size map is never stored; other convolutions run the three primitives in turn. Either way the
+    values are bit-identical to `conv2d_forward`, `max_pool2d_forward` and `relu_forward` in turn.
+    """
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x.shape, w.shape, stride, padding, dilation)
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
+    if _direct(cg, stride):
+        y = cpu_buffers.empty((n, o, oh // 2, ow // 2), x.dtype)
+        xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+        _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+        _launch(_direct_fwd_s1, n * o * oh * ow * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y,
+                (kh, kw) == (3, 3), True)
+        return y
+    if cpu_numba_winograd.applies(x.shape, w.shape, stride, dilation, groups):
+        return cpu_numba_winograd.conv2d_forward(x, w, padding, bias=b if has_bias else None, relu_pool=True)
+    y = conv2d_forward(x, w, stride, padding, dilation, groups, bias=bias)
+    pooled, _ = max_pool2d_forward(y, (2, 2), (2, 2), (0, 0))
+    return cpu_numba_ew.relu_forward(pooled)
 
 
 def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups, shared=None):

@@ -181,6 +181,44 @@ def _output_transform(m, bias, has_bias, th, tw, y):
 
 
 @njit(cache=True, nogil=True)
+def _output_transform_relu_pool(m, bias, has_bias, th, tw, yp):
+    """yp[s, o, a, b] = relu(max of the 2x2 block y[s, o, 2a:2a+2, 2b:2b+2]) for inference, with the block
+    computed as `_output_transform` computes it: tile (a, b) is that 2x2 max-pool window, so the full-size
+    y is never written. The max and ReLU are those of the max-pool and ReLU kernels (first maximum, NaN
+    wins; v <= 0 gives +0.0), so the result is bit-identical to the three separate passes. Tiles of an
+    odd last row or column are dropped, as the floor-mode pool drops that row or column."""
+    n, o, ph, pw = yp.shape
+    zero = yp.dtype.type(0)
+    for s in range(n):
+        base = s * th * tw
+        for ch in range(o):
+            b0 = bias[ch] if has_bias else zero
+            for a in range(ph):
+                t0 = base + a * tw
+                for b in range(pw):
+                    t = t0 + b
+                    p0 = m[0, ch, t] + m[4, ch, t] + m[8, ch, t]
+                    p1 = m[1, ch, t] + m[5, ch, t] + m[9, ch, t]
+                    p2 = m[2, ch, t] + m[6, ch, t] + m[10, ch, t]
+                    p3 = m[3, ch, t] + m[7, ch, t] + m[11, ch, t]
+                    q0 = m[4, ch, t] - m[8, ch, t] - m[12, ch, t]
+                    q1 = m[5, ch, t] - m[9, ch, t] - m[13, ch, t]
+                    q2 = m[6, ch, t] - m[10, ch, t] - m[14, ch, t]
+                    q3 = m[7, ch, t] - m[11, ch, t] - m[15, ch, t]
+                    best = p0 + p1 + p2 + b0
+                    v = p1 - p2 - p3 + b0
+                    if v > best or np.isnan(v):
+                        best = v
+                    v = q0 + q1 + q2 + b0
+                    if v > best or np.isnan(v):
+                        best = v
+                    v = q1 - q2 - q3 + b0
+                    if v > best or np.isnan(v):
+                        best = v
+                    yp[s, ch, a, b] = zero if best <= zero else best
+
+
+@njit(cache=True, nogil=True)
 def _grad_output_transform(gy, th, tw, dm):
     """dm[4i + j, o, s th tw + a tw + b] = (A dY A^T)[i, j] for the 2x2 block dY = gy[s, o, 2a:2a+2, 2b:2b+2]
     (zeros beyond an odd OH or OW): the gradient of M in Y = A^T M A. Rows of A dY: y0, y0 + y1,
@@ -324,8 +362,11 @@ def _split(lo, hi, parts):
     return list(zip(b[:-1], b[1:]))
 
 
-def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
+def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_pool=False):
     """y (N, O, OH, OW) = conv2d(x, w, stride 1, `padding`, dilation 1, groups 1) (+ bias), w (O, C, 3, 3).
+
+    relu_pool (inference): return relu(max_pool2d(y, 2)) (N, O, OH // 2, OW // 2) instead, computed in
+    the output transform (`_output_transform_relu_pool`), so y is never written.
 
     Two schedules, the same operations per tile (the GEMMs' sums may be ordered differently). Blocked
     (small weights): per block of samples, transforms and GEMMs from cache, blocks shared among
@@ -347,7 +388,12 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
     u = weight_transform(w, out=_workspace.get("wino_u", (16, o, c), w.dtype))
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
-    y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
+    if relu_pool:
+        y = cpu_buffers.empty((n, o, oh // 2, ow // 2), x.dtype)
+        finish = _output_transform_relu_pool
+    else:
+        y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
+        finish = _output_transform
     per_sample = 16 * (c + o) * tiles * x.itemsize
     if whole is None:
         whole = _whole_by_default(o, c, x.itemsize, block_bytes)
@@ -361,8 +407,8 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
             _workers.run(lambda lo, hi: _input_transform(x[lo:hi], ph, pw, th, tw,
                                                          _chunk_tiles(v, lo, hi, lo0, tiles)), parts)
             np.matmul(u, v, out=mm)                             # every BLAS thread
-            _workers.run(lambda lo, hi: _output_transform(_chunk_tiles(mm, lo, hi, lo0, tiles), b, has_bias,
-                                                          th, tw, y[lo:hi]), parts)
+            _workers.run(lambda lo, hi: finish(_chunk_tiles(mm, lo, hi, lo0, tiles), b, has_bias,
+                                               th, tw, y[lo:hi]), parts)
         return y
 
     def job(lo, hi):
@@ -371,7 +417,7 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None):
         mm = _workspace.get("wino_m", (16, o, t), x.dtype)
         _input_transform(x[lo:hi], ph, pw, th, tw, v)
         np.matmul(u, v, out=mm)                                 # the 16 GEMMs, one call
-        _output_transform(mm, b, has_bias, th, tw, y[lo:hi])
+        finish(mm, b, has_bias, th, tw, y[lo:hi])
 
     blocks = _blocks(n, per_sample, block_bytes)
     for lo, hi in blocks:     # for the GEMM floor of benchmarks/train_step.py

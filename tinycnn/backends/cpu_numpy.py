@@ -26,7 +26,7 @@ from . import cpu_buffers, register
 __all__ = [
     "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
     "matmul", "GemmCall", "record_gemms", "log_gemm",
 ]
 
@@ -252,6 +252,16 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups):
 
 
 # --------------------------------------------------------------------------- pooling
+@register("conv2d_relu_max_pool2d_forward", "numpy")
+def conv2d_relu_max_pool2d_forward(x, w, bias, stride, padding, dilation, groups):
+    """relu(max_pool2d(conv2d(x, w) + bias, 2)): the reference primitives in turn (inference)."""
+    y = conv2d_forward(x, w, stride, padding, dilation, groups)
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    pooled, _ = max_pool2d_forward(y, (2, 2), (2, 2), (0, 0))
+    return np.maximum(pooled, 0)
+
+
 @register("max_pool2d_forward", "numpy")
 def max_pool2d_forward(x, kernel, stride, padding):
     """y = max over each window of the (-inf padded) input; idx = h * W + w of the chosen element.

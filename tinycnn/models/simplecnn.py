@@ -26,12 +26,25 @@ class SimpleCNN(nn.Module):
             raise ValueError(f"input_size must be a multiple of 4 (two 2x2 poolings), got {input_size}")
         self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.pool = nn.MaxPool2d(2)
         self.fc1 = nn.Linear(64 * (input_size // 4) ** 2, 128)
         self.fc2 = nn.Linear(128, num_classes)
 
     def forward(self, x):
-        x = self.pool(F.relu(self.conv1(x)))
-        x = self.pool(F.relu(self.conv2(x)))
+        x = _conv_relu_pool(self.conv1, x)
+        x = _conv_relu_pool(self.conv2, x)
         x = x.flatten(1)
         return self.fc2(F.relu(self.fc1(x)))
+
+
+def _conv_relu_pool(conv, x):
+    """max_pool2d(relu(conv(x)), 2), bit-identical to the three layers in turn.
+
+    Training: ReLU and pooling as one op that pools first (`F.relu_max_pool2d`: ReLU commutes with a
+    window max, so it reads the full-size map once). Inference (no gradient needed) through a conv
+    without hooks: one fused op (`F.conv2d_relu_max_pool2d`) that pools while the convolution writes its
+    output. Hooks (Grad-CAM, summaries) see `conv` run as a module.
+    """
+    if conv._forward_hooks or conv._forward_pre_hooks:
+        return F.relu_max_pool2d(conv(x), 2)
+    return F.conv2d_relu_max_pool2d(x, conv.weight, conv.bias, conv.stride, conv._padding_pair(), conv.dilation,
+                                    conv.groups)

@@ -129,6 +129,13 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     int or (h, w) pair; groups divides C and O (groups == C == O is a depthwise convolution).
     Returns (N, O, OH, OW). Formulas of the forward and backward pass: see this module's docstring.
     """
+    stride, padding, dilation, groups = conv_args(x, weight, bias, stride, padding, dilation, groups)
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def conv_args(x, weight, bias, stride, padding, dilation, groups):
+    """conv2d's arguments checked (clear errors naming them) and normalised: (stride, padding, dilation,
+    groups) with each of the first three an (h, w) pair."""
     _check_tensor(x, "input")
     _check_tensor(weight, "weight")
     if x.ndim != 4:
@@ -168,4 +175,4 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                 f"{axis} {size + 2 * p} (input {x.shape}, padding {padding})")
     if n == 0 or min(o, kh, kw) == 0:
         raise ValueError(f"conv2d: empty input or weight: input {x.shape}, weight {weight.shape}")
-    return Conv2d.apply(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return stride, padding, dilation, groups

@@ -17,12 +17,13 @@ Derivations: docs/math.md ("Pooling"); tests: tests/test_pool.py.
 """
 from __future__ import annotations
 
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..backends import device_of, kernel, xp_of
-from .conv import pair
+from ..backends.cpu_numpy import conv_out_size
+from .conv import conv2d, conv_args, pair
 
 __all__ = ["MaxPool2d", "ReLUMaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "relu_max_pool2d",
-           "avg_pool2d", "adaptive_avg_pool2d"]
+           "conv2d_relu_max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 class MaxPool2d(Function):
@@ -177,6 +178,26 @@ def relu_max_pool2d(x, kernel_size, stride=None, padding=0):
     _check_input(x, "max_pool2d")
     k, s, p = _window_args(x, "max_pool2d", kernel_size, stride, padding)
     return ReLUMaxPool2d.apply(x, kernel_size=k, stride=s, padding=p)
+
+
+def conv2d_relu_max_pool2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """max_pool2d(relu(conv2d(x, weight, bias, stride, padding, dilation, groups)), 2) (N, O, OH // 2, OW // 2).
+
+    When no gradient is needed (under `no_grad`, or no input requires one: inference) and the arrays are
+    on the CPU, this is the `conv2d_relu_max_pool2d_forward` primitive: the Numba family's direct and
+    Winograd convolutions take the 2x2 max and the ReLU of each output block as they compute it, so the
+    full-size map is never stored (a 2x2 Winograd output tile is exactly one pooling window). The values
+    are bit-identical to the three ops in turn, which is what runs otherwise (training, the GPU).
+    """
+    from ..tensor import Tensor   # noqa: PLC0415 - tensor.py imports the ops
+    s, p, d, g = conv_args(x, weight, bias, stride, padding, dilation, groups)
+    oh = conv_out_size(x.shape[2], weight.shape[2], s[0], p[0], d[0])
+    ow = conv_out_size(x.shape[3], weight.shape[3], s[1], p[1], d[1])
+    needs_grad = is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if needs_grad or x.device != "cpu" or min(oh, ow) < 2:
+        return relu_max_pool2d(conv2d(x, weight, bias, s, p, d, g), 2)
+    fused = kernel("conv2d_relu_max_pool2d_forward", x.data)
+    return Tensor._wrap(fused(x.data, weight.data, None if bias is None else bias.data, s, p, d, g))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True):
