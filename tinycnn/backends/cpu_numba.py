@@ -33,7 +33,8 @@ from .cpu_numpy import batch_chunks, conv_out_size, get_im2col_cap_bytes, matmul
 _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-           "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+           "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+           "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
 
