@@ -369,3 +369,31 @@ def test_reference_cnn_inference_is_fused_and_equal_to_training_mode(monkeypatch
     handle.remove()
     assert seen == [(4, 64, 14, 14)] and calls == [(32, 1, 3, 3), (64, 32, 3, 3), (32, 1, 3, 3)]
     np.testing.assert_array_equal(y.numpy(), y_hooked.numpy())
+
+
+def test_sequential_runs_conv_relu_pool_as_one_op_for_inference(monkeypatch):
+    import tinycnn
+    from tinycnn import nn
+    from tinycnn.backends import cpu_numba
+    calls = []
+    real = cpu_numba.conv2d_relu_max_pool2d_forward
+    monkeypatch.setitem(backends._registry, ("conv2d_relu_max_pool2d_forward", "numba"),
+                        lambda *a: calls.append(a[1].shape) or real(*a))
+    tinycnn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3),     # 3x3: not fused
+                          nn.Flatten(), nn.Linear(8, 2))
+    x = tinycnn.randn(2, 1, 6, 6)
+    with tinycnn.no_grad():
+        y = model(x)
+    assert calls == [(8, 1, 3, 3)]
+    y_train = model(x)
+    assert len(calls) == 1 and y_train.requires_grad
+    np.testing.assert_array_equal(y.numpy(), y_train.numpy())
+    handle = model[0].register_forward_pre_hook(lambda m, i: None)
+    with tinycnn.no_grad():
+        np.testing.assert_array_equal(model(x).numpy(), y.numpy())
+    handle.remove()
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="expected input with 1 channels"):
+        model(tinycnn.randn(2, 3, 6, 6))

@@ -31,16 +31,26 @@ def _relu_then_max_pool(a, b, x) -> bool:
                                              or b._forward_hooks or b._forward_pre_hooks))
 
 
+def _conv_relu_pool(a, b, c, x) -> bool:
+    """True when modules a, b, c are a Conv2d, a plain ReLU and a 2x2, stride-2 MaxPool2d without padding,
+    none with hooks, applied to a 4-D float tensor."""
+    from .layers import Conv2d, MaxPool2d    # noqa: PLC0415 - layers imports this module
+    return (type(a) is Conv2d and not (a._forward_hooks or a._forward_pre_hooks) and _relu_then_max_pool(b, c, x)
+            and c.kernel_size in (2, (2, 2)) and c.stride in (2, (2, 2)) and c.padding in (0, (0, 0)))
+
+
 class Sequential(Module):
     """Calls its modules in order: ``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=m))``.
 
     Children are named "0", "1", ... (or by the OrderedDict keys), so a state_dict has
     PyTorch's keys, e.g. ``0.weight``, ``1.running_mean``.
 
-    One shortcut: a ``ReLU`` directly followed by a ``MaxPool2d`` (neither with hooks) runs as one
-    op that pools first and applies ReLU to the smaller pooled map. ReLU commutes with a window max,
-    so outputs and gradients are bit-identical to calling the two modules (``ops/pool.py``,
-    ``ReLUMaxPool2d``); it saves two passes over the full-size map.
+    Two shortcuts, neither taken for modules with hooks: a ``ReLU`` directly followed by a ``MaxPool2d``
+    runs as one op that pools first and applies ReLU to the smaller pooled map. ReLU commutes with a
+    window max, so outputs and gradients are bit-identical to calling the two modules (``ops/pool.py``,
+    ``ReLUMaxPool2d``); it saves two passes over the full-size map. A ``Conv2d`` before them, with a 2x2
+    stride-2 pool, runs as ``Conv2d.relu_max_pool2d``: for inference, the convolution pools as it writes
+    its output (``ops.pool.conv2d_relu_max_pool2d``), with the same values.
     """
 
     def __init__(self, *args):
@@ -58,6 +68,10 @@ class Sequential(Module):
         modules = list(self._modules.values())
         i = 0
         while i < len(modules):
+            if i + 2 < len(modules) and _conv_relu_pool(modules[i], modules[i + 1], modules[i + 2], x):
+                x = modules[i].relu_max_pool2d(x)     # one op, bit-identical (nn.Conv2d.relu_max_pool2d)
+                i += 3
+                continue
             if i + 1 < len(modules) and _relu_then_max_pool(modules[i], modules[i + 1], x):
                 # one op, bit-identical results (ops/pool.py, ReLUMaxPool2d)
                 pool = modules[i + 1]

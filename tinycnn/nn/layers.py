@@ -135,6 +135,18 @@ class Conv2d(Module):
                              f"(shape (N, {self.in_channels}, H, W)), got input of shape {x.shape}")
         return F.conv2d(x, self.weight, self.bias, self.stride, self._padding_pair(), self.dilation, self.groups)
 
+    def relu_max_pool2d(self, x):
+        """max_pool2d(relu(self(x)), 2), bit-identical to the three layers in turn, as one op
+        (`F.conv2d_relu_max_pool2d`): for inference it pools while the convolution writes its output, in
+        training it pools first and applies ReLU to the pooled map. With hooks on this layer it runs as
+        a module (the hooks see its full-size output), then `F.relu_max_pool2d`."""
+        if self._forward_hooks or self._forward_pre_hooks:
+            return F.relu_max_pool2d(self(x), 2)
+        if isinstance(x, Tensor) and x.ndim == 4 and x.shape[1] != self.in_channels:
+            return self.forward(x)      # its error names the expected channels
+        return F.conv2d_relu_max_pool2d(x, self.weight, self.bias, self.stride, self._padding_pair(),
+                                        self.dilation, self.groups)
+
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
