@@ -344,14 +344,21 @@ def test_conv_relu_pool_falls_back_to_the_differentiable_ops_when_gradients_are_
         conv2d_relu_max_pool2d(Tensor(xa), Tensor(wa[:, :4]))
 
 
-def test_reference_cnn_inference_is_fused_and_equal_to_training_mode(monkeypatch):
-    import tinycnn
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """The weight shapes the Numba conv2d_relu_max_pool2d_forward primitive is called with."""
     from tinycnn.backends import cpu_numba
-    from tinycnn.models import SimpleCNN
     calls = []
     real = cpu_numba.conv2d_relu_max_pool2d_forward
     monkeypatch.setitem(backends._registry, ("conv2d_relu_max_pool2d_forward", "numba"),
                         lambda *a: calls.append(a[1].shape) or real(*a))
+    return calls
+
+
+def test_reference_cnn_inference_is_fused_and_equal_to_training_mode(fused_calls):
+    import tinycnn
+    from tinycnn.models import SimpleCNN
+    calls = fused_calls
     tinycnn.manual_seed(0)
     model = SimpleCNN()
     model.eval()
@@ -371,14 +378,10 @@ def test_reference_cnn_inference_is_fused_and_equal_to_training_mode(monkeypatch
     np.testing.assert_array_equal(y.numpy(), y_hooked.numpy())
 
 
-def test_sequential_runs_conv_relu_pool_as_one_op_for_inference(monkeypatch):
+def test_sequential_runs_conv_relu_pool_as_one_op_for_inference(fused_calls):
     import tinycnn
     from tinycnn import nn
-    from tinycnn.backends import cpu_numba
-    calls = []
-    real = cpu_numba.conv2d_relu_max_pool2d_forward
-    monkeypatch.setitem(backends._registry, ("conv2d_relu_max_pool2d_forward", "numba"),
-                        lambda *a: calls.append(a[1].shape) or real(*a))
+    calls = fused_calls
     tinycnn.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                           nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3),     # 3x3: not fused

@@ -147,6 +147,22 @@ def _input_transform(x, ph, pw, th, tw, v):
                         v[4 * i + 3, ch, t0 + b] = e1 - e3
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _output_tile(m, ch, t, b0):
+    """The 2x2 block A^T m A + b0 of tile t, output channel ch, row by row: (y00, y01, y10, y11).
+    A^T m: row 0 = m0 + m1 + m2, row 1 = m1 - m2 - m3 (m0..m3 the rows of the 4x4 m); the same
+    combinations of that 2x4 product's columns give the block."""
+    p0 = m[0, ch, t] + m[4, ch, t] + m[8, ch, t]
+    p1 = m[1, ch, t] + m[5, ch, t] + m[9, ch, t]
+    p2 = m[2, ch, t] + m[6, ch, t] + m[10, ch, t]
+    p3 = m[3, ch, t] + m[7, ch, t] + m[11, ch, t]
+    q0 = m[4, ch, t] - m[8, ch, t] - m[12, ch, t]
+    q1 = m[5, ch, t] - m[9, ch, t] - m[13, ch, t]
+    q2 = m[6, ch, t] - m[10, ch, t] - m[14, ch, t]
+    q3 = m[7, ch, t] - m[11, ch, t] - m[15, ch, t]
+    return p0 + p1 + p2 + b0, p1 - p2 - p3 + b0, q0 + q1 + q2 + b0, q1 - q2 - q3 + b0
+
+
 @njit(cache=True, nogil=True)
 def _output_transform(m, bias, has_bias, th, tw, y):
     """y[s, o, 2a:2a+2, 2b:2b+2] = A^T m A (+ bias[o]), m[i, j] = M[4i + j, o, s th tw + a tw + b];
@@ -160,24 +176,15 @@ def _output_transform(m, bias, has_bias, th, tw, y):
                 t0 = base + a * tw
                 i = 2 * a
                 for b in range(tw):
-                    t = t0 + b
-                    # A^T m: row 0 = m0 + m1 + m2, row 1 = m1 - m2 - m3 (rows of the 4x4 m)
-                    p0 = m[0, ch, t] + m[4, ch, t] + m[8, ch, t]
-                    p1 = m[1, ch, t] + m[5, ch, t] + m[9, ch, t]
-                    p2 = m[2, ch, t] + m[6, ch, t] + m[10, ch, t]
-                    p3 = m[3, ch, t] + m[7, ch, t] + m[11, ch, t]
-                    q0 = m[4, ch, t] - m[8, ch, t] - m[12, ch, t]
-                    q1 = m[5, ch, t] - m[9, ch, t] - m[13, ch, t]
-                    q2 = m[6, ch, t] - m[10, ch, t] - m[14, ch, t]
-                    q3 = m[7, ch, t] - m[11, ch, t] - m[15, ch, t]
+                    y00, y01, y10, y11 = _output_tile(m, ch, t0 + b, b0)
                     j = 2 * b
-                    y[s, ch, i, j] = p0 + p1 + p2 + b0
+                    y[s, ch, i, j] = y00
                     if j + 1 < ow:
-                        y[s, ch, i, j + 1] = p1 - p2 - p3 + b0
+                        y[s, ch, i, j + 1] = y01
                     if i + 1 < oh:
-                        y[s, ch, i + 1, j] = q0 + q1 + q2 + b0
+                        y[s, ch, i + 1, j] = y10
                         if j + 1 < ow:
-                            y[s, ch, i + 1, j + 1] = q1 - q2 - q3 + b0
+                            y[s, ch, i + 1, j + 1] = y11
 
 
 @njit(cache=True, nogil=True)
@@ -196,25 +203,10 @@ def _output_transform_relu_pool(m, bias, has_bias, th, tw, yp):
             for a in range(ph):
                 t0 = base + a * tw
                 for b in range(pw):
-                    t = t0 + b
-                    p0 = m[0, ch, t] + m[4, ch, t] + m[8, ch, t]
-                    p1 = m[1, ch, t] + m[5, ch, t] + m[9, ch, t]
-                    p2 = m[2, ch, t] + m[6, ch, t] + m[10, ch, t]
-                    p3 = m[3, ch, t] + m[7, ch, t] + m[11, ch, t]
-                    q0 = m[4, ch, t] - m[8, ch, t] - m[12, ch, t]
-                    q1 = m[5, ch, t] - m[9, ch, t] - m[13, ch, t]
-                    q2 = m[6, ch, t] - m[10, ch, t] - m[14, ch, t]
-                    q3 = m[7, ch, t] - m[11, ch, t] - m[15, ch, t]
-                    best = p0 + p1 + p2 + b0
-                    v = p1 - p2 - p3 + b0
-                    if v > best or np.isnan(v):
-                        best = v
-                    v = q0 + q1 + q2 + b0
-                    if v > best or np.isnan(v):
-                        best = v
-                    v = q1 - q2 - q3 + b0
-                    if v > best or np.isnan(v):
-                        best = v
+                    best, v01, v10, v11 = _output_tile(m, ch, t0 + b, b0)
+                    for v in (v01, v10, v11):
+                        if v > best or np.isnan(v):
+                            best = v
                     yp[s, ch, a, b] = zero if best <= zero else best
 
 
