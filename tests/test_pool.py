@@ -325,6 +325,24 @@ def test_conv_relu_pool_winograd_schedules_and_special_values(whole):
     np.testing.assert_array_equal(np.signbit(fused), np.signbit(sep))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_conv_relu_pool_direct_kernel_special_values():
+    """The direct kernel's fused pool: -0.0 outputs (weights and bias -0.0 on positive inputs) become +0.0,
+    NaN wins its window, inf stays; bit-identical to the separate primitives, signs of zeros included."""
+    rng = np.random.default_rng(11)
+    xa = rng.uniform(0.5, 1.0, (2, 1, 8, 10)).astype(np.float32)
+    xa[0, 0, 3, 3] = np.nan
+    xa[1, 0, 5, 6] = np.inf
+    wa = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    wa[1] = -0.0
+    ba = np.array([0.5, -0.0, -1.0, 2.0], np.float32)
+    sep, fused = _conv_relu_pool_both(xa, wa, ba, 1, 1, 1, 1)
+    zeros = sep[:, 1][np.isfinite(sep[:, 1])]          # NaN * -0.0 spreads NaN; the rest is ReLU(-0.0)
+    assert zeros.size > 20 and (zeros == 0).all() and np.isnan(fused).any()
+    np.testing.assert_array_equal(fused, sep)
+    np.testing.assert_array_equal(np.signbit(fused), np.signbit(sep))
+
+
 def test_conv_relu_pool_falls_back_to_the_differentiable_ops_when_gradients_are_needed():
     from tinycnn.ops.pool import conv2d_relu_max_pool2d
     rng = np.random.default_rng(1)
