@@ -533,11 +533,7 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
     if _direct(cg, stride):
-        xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
-        _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
-        _launch(_direct_fwd_s1, y.size * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y,
-                (kh, kw) == (3, 3), False)
-        return y
+        return _direct_forward(x, w, b, has_bias, padding, dilation, y, relu_pool=False)
     if cpu_numba_winograd.applies(x.shape, w.shape, stride, dilation, groups):
         # keeps no columns: backward-weight builds its own, block by block
         return cpu_numba_winograd.conv2d_forward(x, w, padding, bias=b if has_bias else None)
@@ -570,6 +566,17 @@ def _direct(cg, stride) -> bool:
     return cg == 1 and stride == (1, 1)
 
 
+def _direct_forward(x, w, b, has_bias, padding, dilation, y, relu_pool):
+    """`_direct_fwd_s1` on the zero-padded planes of x (into y: the conv, or with relu_pool its pooled ReLU)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+    _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+    work = xp.size // c * o * kh * kw        # multiply-adds, padded planes
+    _launch(_direct_fwd_s1, work, xp, w, b, has_bias, dilation[0], dilation[1], y, (kh, kw) == (3, 3), relu_pool)
+    return y
+
+
 @register("conv2d_relu_max_pool2d_forward", "numba")
 def conv2d_relu_max_pool2d_forward(x, w, bias, stride, padding, dilation, groups):
     """relu(max_pool2d(conv2d(x, w) + bias, 2)) (N, O, OH // 2, OW // 2), for inference.
@@ -585,11 +592,7 @@ def conv2d_relu_max_pool2d_forward(x, w, bias, stride, padding, dilation, groups
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     if _direct(cg, stride):
         y = cpu_buffers.empty((n, o, oh // 2, ow // 2), x.dtype)
-        xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
-        _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
-        _launch(_direct_fwd_s1, n * o * oh * ow * kh * kw, xp, w, b, has_bias, dilation[0], dilation[1], y,
-                (kh, kw) == (3, 3), True)
-        return y
+        return _direct_forward(x, w, b, has_bias, padding, dilation, y, relu_pool=True)
     if cpu_numba_winograd.applies(x.shape, w.shape, stride, dilation, groups):
         return cpu_numba_winograd.conv2d_forward(x, w, padding, bias=b if has_bias else None, relu_pool=True)
     y = conv2d_forward(x, w, stride, padding, dilation, groups, bias=bias)

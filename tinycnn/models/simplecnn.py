@@ -36,4 +36,3 @@ class SimpleCNN(nn.Module):
         x = self.conv2.relu_max_pool2d(x)
         x = x.flatten(1)
         return self.fc2(F.relu(self.fc1(x)))
-
