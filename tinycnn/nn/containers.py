@@ -33,9 +33,10 @@ def _relu_then_max_pool(a, b, x) -> bool:
 
 def _conv_relu_pool(a, b, c, x) -> bool:
     """True when modules a, b, c are a Conv2d, a plain ReLU and a 2x2, stride-2 MaxPool2d without padding,
-    none with hooks, applied to a 4-D float tensor."""
-    from .layers import Conv2d, MaxPool2d    # noqa: PLC0415 - layers imports this module
-    return (type(a) is Conv2d and not (a._forward_hooks or a._forward_pre_hooks) and _relu_then_max_pool(b, c, x)
+    the last two without hooks, applied to a 4-D float tensor. (Hooks on the Conv2d are its own
+    `relu_max_pool2d`'s business: it then runs as a module, followed by the same ReLU-pool op.)"""
+    from .layers import Conv2d    # noqa: PLC0415 - layers imports this module
+    return (type(a) is Conv2d and _relu_then_max_pool(b, c, x)
             and c.kernel_size in (2, (2, 2)) and c.stride in (2, (2, 2)) and c.padding in (0, (0, 0)))
 
 
