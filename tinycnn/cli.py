@@ -57,6 +57,20 @@ _non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a number
 _unit_float = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
+def _flips(text):
+    from .training.trainer import parse_tta
+    return ",".join(parse_tta(text)) or "none"
+
+
+_tta = _checked(_flips, lambda v: True, "'none' or flips among hflip, vflip (e.g. 'hflip' or 'hflip,vflip')")
+
+
+def _tta_override(p):
+    p.add_argument("--tta", type=_tta, default=None, metavar="FLIPS",
+                   help="test-time flips to average over ('hflip', 'vflip', 'hflip,vflip' or 'none'; "
+                        "default: those the checkpoint was trained and validated with)")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as one line (no usage dump) with exit status 2."""
 
@@ -101,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup", type=_non_negative_float, default=None, metavar="ALPHA",
                    help="train on mixed pairs of images, lam x + (1 - lam) x', with the loss mixed alike, "
                         "lam ~ Beta(ALPHA, ALPHA); 0 = off (default: off)")
+    p.add_argument("--tta", type=_tta, default=None, metavar="FLIPS",
+                   help="test-time flips: validation, test and predict average the probabilities over the image "
+                        "and its flips ('hflip', 'vflip', 'hflip,vflip' or 'none'; default: the flips of "
+                        "--augment)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
@@ -143,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--probs-out", metavar="FILE.npy", help="save (N, classes) probabilities in dataset order "
                    "((N, labels) per-label sigmoid probabilities for a multi-label model)")
+    _tta_override(p)
     _common(p)
 
     p = sub.add_parser("predict", help="classify image files (optionally with Grad-CAM overlays)",
@@ -157,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the model's last conv stage)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _tta_override(p)
     _common(p)
 
     p = sub.add_parser("summary", help="layer table: output shapes, parameters, FLOPs",
@@ -232,7 +252,7 @@ def cmd_train(args):
     keys = ("dataset", "data_dir", "model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum",
             "scheduler", "warmup_epochs", "loss", "focal_gamma", "label_smoothing", "class_weights", "augment",
             "patience", "device", "seed", "out", "resume", "init_from", "freeze", "subset", "time_budget", "ensemble",
-            "ema", "mixup")
+            "ema", "mixup", "tta")
     settings = {k: getattr(args, k) for k in keys}
     res = train_run(settings, log=lambda t: _say(args, t), quiet=args.quiet)
     m = res["metrics"]
@@ -253,7 +273,7 @@ def cmd_evaluate(args):
             raise CLIError(f"--run {args.run}: no such run directory")
         ckpt = os.path.join(args.run, "best.safetensors")
     m, probs, _ = evaluate_checkpoint(ckpt, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-                                      device=args.device, quiet=args.quiet)
+                                      device=args.device, quiet=args.quiet, tta=args.tta)
     if args.probs_out:
         from .serialization import atomic_write_bytes
         import io
@@ -304,7 +324,7 @@ def cmd_predict(args):
 
     model, meta = build_model(args.checkpoint, device=args.device)
     x = load_images(args.images, int(meta["in_channels"]), int(meta.get("image_size", 28)))
-    probs = predict_probs(model, meta, x, device=args.device)
+    probs = predict_probs(model, meta, x, device=args.device, tta=args.tta)
     names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
     multilabel = str(meta.get("task", "")).startswith("multi-label")
     # "class"/"label": the most probable class (multi-label: the most probable label); multi-label rows add
@@ -318,9 +338,9 @@ def cmd_predict(args):
         from . import explain
         from .data import transforms as T
         xn = T.Normalize(meta["mean"], meta["std"])(x)
-        # target: each image's predicted class; for a multi-label model its most probable label (argmax of
-        # the logits, as sigmoid is monotone)
-        cams, t = explain.grad_cam(model, xn, layer=args.layer)
+        # target: each image's reported class (with test-time flips, that of the averaged probabilities);
+        # for a multi-label model its most probable label
+        cams, t = explain.grad_cam(model, xn, layer=args.layer, target=probs.argmax(1))
         try:
             explain.save_overlays(x, cams, args.gradcam,
                                   titles=[f"{names[c]} {probs[i, c]:.2f}" for i, c in enumerate(t)])

@@ -37,7 +37,7 @@ import math
 from .. import nn
 from ..tensor import stack
 
-__all__ = ["Ensemble", "member_seed"]
+__all__ = ["Ensemble", "member_seed", "average_outputs"]
 
 
 def member_seed(seed: int, k: int) -> int:
@@ -66,11 +66,18 @@ class Ensemble(nn.Module):
         return len(self.members)
 
     def forward(self, x):
-        if self.multilabel:
-            z = stack([m(x) for m in self.members], dim=0)                    # (K, N, L)
-            return _logsumexp0(_log_sigmoid(z)) - _logsumexp0(_log_sigmoid(-z))
-        logp = stack([m(x).log_softmax(1) for m in self.members], dim=0)   # (K, N, C)
-        return _logsumexp0(logp) - math.log(len(self.members))
+        return average_outputs([m(x) for m in self.members], self.multilabel)
+
+
+def average_outputs(outputs, multilabel: bool = False):
+    """The output whose probabilities are the mean of the probabilities of K outputs (each (N, C) logits):
+    log of the mean softmax, or for `multilabel` the logit of the mean per-label sigmoid (module docstring).
+    Used for an ensemble's members and for test-time flips of one model's input (`predict_logits`)."""
+    if multilabel:
+        z = stack(list(outputs), dim=0)                                     # (K, N, L)
+        return _logsumexp0(_log_sigmoid(z)) - _logsumexp0(_log_sigmoid(-z))
+    logp = stack([z.log_softmax(1) for z in outputs], dim=0)            # (K, N, C)
+    return _logsumexp0(logp) - math.log(logp.shape[0])
 
 
 def _logsumexp0(t):

@@ -9,7 +9,8 @@ model's ``state_dict`` (PyTorch names) and whose header metadata holds one JSON 
      "mean": [...], "std": [...], "class_names": [...], "task": "binary-class", "dataset": ..., "epoch": 7,
      "val_auc": 0.99, "version": "0.1.0"}
 
-(``"ensemble": K`` > 1: the file holds a `tinycnn.models.Ensemble` of K members, keys
+(``"tta"``: the test-time flips its predictions average over, "hflip", "hflip,vflip" or "none"; absent in
+older checkpoints: none. ``"ensemble": K`` > 1: the file holds a `tinycnn.models.Ensemble` of K members, keys
 ``members.<k>.<name>``; absent or 1: a single model), so `evaluate --checkpoint` and `predict` rebuild the architecture and the input normalisation from the
 file alone; ``"task"`` decides how logits become probabilities (per-label sigmoid for
 ``"multi-label, binary-class"``, softmax otherwise) and how an ensemble averages its members. The training state (`last.state.safetensors`) holds the model (``model.<name>``) and the

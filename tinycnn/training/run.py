@@ -25,7 +25,7 @@ from tinycnn import backends
 from tinycnn.serialization import atomic_write_bytes
 
 from .checkpoint import build_model, load_checkpoint, to_jsonable
-from .recipes import default_settings, describe
+from .recipes import default_settings, describe, augment_flips
 from .schedules import ConstantLR, WarmupCosine
 from .trainer import Trainer, is_multilabel, predict_logits, probs_from_logits
 
@@ -49,7 +49,7 @@ TRAIN_DEFAULTS = {
     "loss": None, "focal_gamma": None, "label_smoothing": None, "class_weights": None, "augment": None,
     "patience": None, "device": "cpu", "seed": 0, "out": None, "init_from": None, "freeze": None,
     "subset": None, "image_size": 28, "eval_batch_size": 256, "time_budget": None, "ensemble": None,
-    "ema": None, "mixup": None,
+    "ema": None, "mixup": None, "tta": None,
 }
 
 
@@ -120,6 +120,8 @@ def load_data(settings, progress=None):
 def resolve_settings(user: dict, ds) -> dict:
     """User settings with every None filled in from the recipe for this dataset."""
     recipe = default_settings(ds.info, ds.train.labels)
+    if user.get("augment") is not None:
+        recipe["tta"] = augment_flips(user["augment"])   # the flips the run trains with, not the recipe's
     s = {**TRAIN_DEFAULTS, **{k: v for k, v in user.items()}}
     for k, v in recipe.items():
         if s.get(k) is None:
@@ -294,8 +296,8 @@ def train_run(user_settings: dict, log=print, quiet=False, stop_after=None, data
                       label_smoothing=s["label_smoothing"], focal_gamma=s["focal_gamma"], mean=mean, std=std,
                       augment=augment, batch_size=s["batch_size"], seed=s["seed"], device=device, quiet=quiet,
                       frozen_bn=frozen_bn, eval_batch_size=s["eval_batch_size"], task=ds.info.task,
-                      ema_decay=float(s.get("ema") or 0.0), mixup=float(s.get("mixup") or 0.0))
-    meta = {"model": s["model"], "ensemble": int(s.get("ensemble") or 1),
+                      ema_decay=float(s.get("ema") or 0.0), mixup=float(s.get("mixup") or 0.0), tta=s.get("tta"))
+    meta = {"model": s["model"], "ensemble": int(s.get("ensemble") or 1), "tta": trainer.tta,
             "in_channels": s["in_channels"], "num_classes": s["num_classes"],
             "image_size": int(ds.info.image_size), "mean": mean, "std": std,
             "class_names": list(ds.info.class_names), "task": ds.info.task, "dataset": ds.info.name,
@@ -354,10 +356,13 @@ def finish_run(run: RunDir, ds, device, quiet=False, log=print) -> dict:
     return metrics
 
 
-def predict_probs(model, meta, images, device="cpu", quiet=True, batch_size=256):
+def predict_probs(model, meta, images, device="cpu", quiet=True, batch_size=256, tta=None):
     """Probabilities (N, classes) of a checkpoint's model: softmax of the logits, or for a multi-label
-    checkpoint (meta["task"] "multi-label, ...") one sigmoid per label, (N, L), not summing to 1."""
-    logits = predict_logits(model, images, meta["mean"], meta["std"], batch_size, device, quiet=quiet)
+    checkpoint (meta["task"] "multi-label, ...") one sigmoid per label, (N, L), not summing to 1.
+    Averaged over the test-time flips `tta` (default: the checkpoint's, meta["tta"]; "none" for none)."""
+    tta = meta.get("tta") if tta is None else tta
+    logits = predict_logits(model, images, meta["mean"], meta["std"], batch_size, device, quiet=quiet, tta=tta,
+                            task=meta.get("task"))
     return probs_from_logits(logits, meta.get("task"))
 
 
@@ -368,9 +373,9 @@ def format_metrics(m: dict) -> str:
     return f"{m.get('split', 'test')} ({m['n']} images): {vals}"
 
 
-def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, device="cpu", quiet=True):
+def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, device="cpu", quiet=True, tta=None):
     """(metrics, probs, labels) of a checkpoint on a dataset split (default: the data it was trained on, with the
-    training --subset; a named dataset is used in full)."""
+    training --subset; a named dataset is used in full); `tta` overrides the checkpoint's test-time flips."""
     from tinycnn.metrics import classification_report
 
     model, meta = build_model(checkpoint, device=device)
@@ -396,7 +401,7 @@ def evaluate_checkpoint(checkpoint, dataset=None, split="test", data_dir=None, d
         raise ValueError(f"checkpoint {checkpoint} was trained for task {meta.get('task')!r}, "
                          f"dataset {ds.info.name!r} is {ds.info.task!r}")
     part = ds.split(split)
-    probs = predict_probs(model, meta, part.images, device=device, quiet=quiet)
+    probs = predict_probs(model, meta, part.images, device=device, quiet=quiet, tta=tta)
     m = classification_report(part.labels, probs, task=ds.info.task, class_names=ds.info.class_names)
     m.update({"split": split, "dataset": ds.info.name, "checkpoint": str(checkpoint)})
     return m, probs, part.labels

@@ -27,7 +27,7 @@ import tinycnn
 from tinycnn import random as trandom
 from tinycnn.data import DataLoader
 from tinycnn.data import transforms as T
-from tinycnn.models.ensemble import member_seed
+from tinycnn.models.ensemble import average_outputs, member_seed
 from tinycnn.nn import functional as F
 from tinycnn.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -35,7 +35,7 @@ from .checkpoint import load_train_state, save_checkpoint, save_train_state
 from .schedules import WarmupCosine
 
 __all__ = ["Trainer", "TrainingDiverged", "softmax_np", "sigmoid_np", "probs_from_logits", "is_multilabel", "MULTILABEL",
-           "predict_logits"]
+           "predict_logits", "parse_tta"]
 
 
 # the run's length may still be re-fitted to the time budget after each of this many first epochs
@@ -84,9 +84,49 @@ def _progress(iterable, total, desc, quiet, leave=False):
     return tqdm(iterable, total=total, desc=desc, leave=leave, dynamic_ncols=True)
 
 
-def predict_logits(model, images, mean, std, batch_size=256, device="cpu", quiet=True, desc="predict"):
-    """Logits (N, classes) float64 of `images` (N, C, H, W in [0, 1]) in eval mode, no grad."""
+# test-time flips: the image axis each one reverses in (N, C, H, W)
+FLIP_AXES = {"hflip": 3, "vflip": 2}
+
+
+def parse_tta(tta) -> tuple:
+    """Test-time flips from a setting: None, "", "none" -> (); "hflip", "vflip", "hflip,vflip" (or a list of
+    those names) -> the flips, in FLIP_AXES order."""
+    if tta is None:
+        return ()
+    names = [t.strip() for t in (tta.split(",") if isinstance(tta, str) else tta) if str(t).strip()]
+    if names in ([], ["none"]):
+        return ()
+    unknown = [t for t in names if t not in FLIP_AXES]
+    if unknown:
+        raise ValueError(f"tta must be 'none' or a comma-separated list of {', '.join(FLIP_AXES)}, got {tta!r}")
+    return tuple(t for t in FLIP_AXES if t in names)
+
+
+def flip_views(tta) -> list:
+    """The image-axis tuples to reverse for each test-time view: every combination of the flips, identity
+    first (hflip -> [(), (3,)]; hflip,vflip -> [(), (3,), (2,), (2, 3)])."""
+    views = [()]
+    for name in parse_tta(tta):
+        views += [v + (FLIP_AXES[name],) for v in views]
+    return [tuple(sorted(v)) for v in views]
+
+
+def predict_logits(model, images, mean, std, batch_size=256, device="cpu", quiet=True, desc="predict", tta=None,
+                   task=None):
+    """Logits (N, classes) float64 of `images` (N, C, H, W in [0, 1]) in eval mode, no grad.
+
+    tta: test-time flips ("hflip", "vflip", "hflip,vflip"; default none). The model then sees every
+    combination of them (2 or 4 views) and the result is the output of the views' averaged probabilities,
+    `tinycnn.models.ensemble.average_outputs` (task: softmax, or per-label sigmoid for a multi-label task):
+
+        p(c | x) = (1/V) * sum_v softmax(f(flip_v(x)))_c
+
+    For a model trained with those flips as augmentation, its prediction then no longer depends on which
+    of the equally likely orientations an image came in.
+    """
     norm = T.Normalize(mean, std)
+    views = flip_views(tta)
+    multilabel = is_multilabel(task)
     was = model.training
     model.eval()
     out = []
@@ -96,7 +136,12 @@ def predict_logits(model, images, mean, std, batch_size=256, device="cpu", quiet
             starts = range(0, n, batch_size)
             for s in _progress(starts, len(starts), desc, quiet):
                 xb = norm(np.ascontiguousarray(images[s:s + batch_size], dtype=np.float32))
-                out.append(model(tinycnn.tensor(xb, device=device)).numpy().astype(np.float64))
+                if len(views) == 1:
+                    z = model(tinycnn.tensor(xb, device=device))
+                else:
+                    z = average_outputs([model(tinycnn.tensor(np.ascontiguousarray(np.flip(xb, v) if v else xb),
+                                                              device=device)) for v in views], multilabel)
+                out.append(z.numpy().astype(np.float64))
     finally:
         model.train(was)
     if not out:
@@ -113,6 +158,8 @@ class Trainer:
     loss: "ce" or "focal"; class_weights: None or (C,) array; label_smoothing (ce only); focal_gamma.
     mean, std: per-channel normalisation. augment: a transform or None. seed: shuffling/augmentation seed.
     task: the MedMNIST task name; None means single-label (`fit` sets it from its `task` argument).
+    tta: test-time flips ("hflip", "vflip", "hflip,vflip"; None/"none": off) of validation, so that the
+        model selected by validation AUC is judged as it will predict (`predict_logits`).
 
     Multi-label tasks ("multi-label, binary-class", labels (N, L) of 0/1): the model has one output per
     label and the loss is binary cross-entropy with logits, averaged over the N images and the L labels,
@@ -129,7 +176,7 @@ class Trainer:
     def __init__(self, model, optimizer, schedule, *, loss="ce", class_weights=None, label_smoothing=0.0,
                  focal_gamma=2.0, mean=(0.0,), std=(1.0,), augment=None, batch_size=128, seed=0,
                  device="cpu", quiet=False, frozen_bn=(), eval_batch_size=256, task=None, ema_decay=0.0,
-                 mixup=0.0):
+                 mixup=0.0, tta=None):
         if loss not in ("ce", "focal"):
             raise ValueError(f"loss must be 'ce' or 'focal', got {loss!r}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
@@ -159,6 +206,7 @@ class Trainer:
         if not (math.isfinite(float(mixup)) and float(mixup) >= 0.0):
             raise ValueError(f"mixup must be a Beta(alpha, alpha) parameter >= 0 (0 = off), got {mixup}")
         self.mixup = float(mixup)
+        self.tta = ",".join(parse_tta(tta)) or "none"    # test-time flips of validation (and of the checkpoints)
         # the exponential moving average of the weights, updated after every optimizer step; when on, it is
         # the model that is validated and saved (best/last checkpoints), while training updates `model`
         self.averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
@@ -271,7 +319,7 @@ class Trainer:
         from tinycnn.metrics import medmnist_acc, medmnist_evaluate
 
         logits = predict_logits(self.eval_model, ds.images, self.mean, self.std, self.eval_batch_size, self.device,
-                                quiet=self.quiet, desc=desc)
+                                quiet=self.quiet, desc=desc, tta=self.tta, task=task)
         if not np.all(np.isfinite(logits)):
             # the weights diverged although each batch's loss was finite (e.g. an extreme --lr)
             lr = self.optimizer.param_groups[0]["lr"]
@@ -346,9 +394,10 @@ class Trainer:
             elif done == last:
                 per_step = (time.perf_counter() - start[0]) / (last - PROBE_FIRST)
                 images = self.steps_per_epoch * self.batch_size
-                # validation: a forward pass per image, about EVAL_COST of a training step's cost per image
-                self._fit_budget(time_budget, log,
-                                 epoch_seconds=per_step * self.steps_per_epoch * (1 + EVAL_COST * eval_images / images))
+                # validation: a forward pass per image and test-time view, about EVAL_COST of a training
+                # step's cost per image each
+                eval_cost = EVAL_COST * len(flip_views(self.tta)) * eval_images / images
+                self._fit_budget(time_budget, log, epoch_seconds=per_step * self.steps_per_epoch * (1 + eval_cost))
         return on_step
 
     def fit(self, train, val, epochs: int, task: str, run=None, patience: int = 0, stop_after=None, log=print,
