@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=_positive_int, default=None, metavar="K",
                    help="train K members side by side and average their softmax (per-label sigmoid for "
                         "multi-label data); one checkpoint holds all "
-                        "(default: as many, up to 5, as fit in 400k training image passes: 4 for "
-                        "546 images, 2 for 4708, 1 from about 10k)")
+                        "(default: as many, up to 5, as fit in 600k training image passes: 5 for "
+                        "546 images, 3 for 4708, 1 from about 12k)")
     p.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights, updated after every "
                         "step as avg += (1 - DECAY) * (w - avg); 0 = off (default: the recipe's, see docs)")
