@@ -8,7 +8,8 @@ other, timed from process start to end (data loading, training, test evaluation,
 stored as `wall.json` in the run directory. `--reuse` summarises runs already in --out (their
 metrics.json, history.csv, config.json and wall.json) instead of training again. Prints, and with
 --markdown writes, test AUC / ACC mean +- std over the seeds with the MedMNIST v2 baselines beside them,
-then one row per run (AUC, ACC, epochs trained, ensemble members, best epoch, wall time).
+then one row per run (AUC, ACC, ensemble members, EMA, test-time flips, epochs trained, best epoch,
+wall time).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def read_run(out):
             "code": code.group(1)[:7] if code else "-", "ema": cfg["settings"].get("ema") or 0.0,
             "auc": m["auc"], "acc": m["acc"], "best_epoch": m.get("best_epoch"), "epochs": epochs,
             "requested": cfg["settings"].get("epochs"), "ensemble": cfg["settings"].get("ensemble") or 1,
+            "tta": cfg["settings"].get("tta") or "none",
             "train_seconds": m.get("train_seconds")}
 
 
@@ -78,8 +80,9 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")]
     summary = ["| dataset | test AUC (mean +- std) | test ACC (mean +- std) | seeds | wall s / run (max) | "
                "ResNet-18 (28) AUC / ACC | AutoML Vision AUC / ACC |", "|---|---|---|---|---|---|---|"]
-    per_run = ["| dataset | seed | test AUC | test ACC | ensemble members | EMA decay | epochs trained (recipe) | "
-               "best epoch | wall s | code | machine shared with |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    per_run = ["| dataset | seed | test AUC | test ACC | ensemble members | EMA decay | test-time flips | "
+               "epochs trained (recipe) | best epoch | wall s | code | machine shared with |",
+               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.datasets.split(","):
         rows = []
         for seed in seeds:
@@ -92,7 +95,7 @@ def main():
             print(f"{name} seed {seed}: AUC {r['auc']:.4f}  ACC {r['acc']:.4f}  {wall}s", flush=True)
             ema = f"{r['ema']:.4g}" if r["ema"] else "off"
             per_run.append(f"| {name} | {seed} | {r['auc']:.4f} | {r['acc']:.4f} | {r['ensemble']} | {ema} | "
-                           f"{r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | {r['code']} | "
+                           f"{r['tta']} | {r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | {r['code']} | "
                            f"{r['conditions']} |")
         aucs, accs = [r["auc"] for r in rows], [r["acc"] for r in rows]
         walls = [r["wall"] if r["wall"] is not None else r["train_seconds"] for r in rows]

@@ -27,6 +27,7 @@ def test_reuse_summarises_run_directories(tmp_path):
     text = md.read_text()
     assert "do not edit by hand" in text
     assert f"| synthetic | 0 | {aucs[0]:.4f} |" in text and f"| synthetic | 1 | {aucs[1]:.4f} |" in text
-    # members, EMA decay (the small-set recipe: 1 - 1/10), epochs (recipe), wall, code commit, conditions
-    assert "| 1 | 0.9 | 1 (1) |" in text and "| 12 | abc1234 | a test |" in text and "| 14 | - | a test |" in text
+    # members, EMA decay (the small-set recipe: 1 - 1/10), test-time flips (its hflip), epochs (recipe), wall,
+    # code commit, conditions
+    assert "| 1 | 0.9 | hflip | 1 (1) |" in text and "| 12 | abc1234 | a test |" in text and "| 14 | - | a test |" in text
     assert "| 13 (14) |" in text   # mean (max) wall
