@@ -88,6 +88,56 @@ def test_weight_transform_is_G_g_Gt():
             np.testing.assert_allclose(u[:, o, c].reshape(4, 4), g @ w[o, c] @ g.T, rtol=1e-15, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("o,c", [(1, 1), (3, 5), (37, 19)])
+def test_turned_weight_transform_reads_the_turned_kernel_from_w(o, c, dtype):
+    """U of w'[c, o] = w[o, c, ::-1, ::-1] without making w': bit-identical to transforming w' itself."""
+    w = np.random.default_rng(o * c).standard_normal((o, c, 3, 3)).astype(dtype)
+    turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    u = W.weight_transform(w, turned=True)
+    assert u.shape == (16, c, o)
+    np.testing.assert_array_equal(u, W.weight_transform(turned))
+    assert not np.array_equal(u, W.weight_transform(np.ascontiguousarray(w.transpose(1, 0, 2, 3))))
+
+
+def test_backward_data_is_the_forward_with_the_turned_kernel():
+    rng = np.random.default_rng(8)
+    gy = rng.standard_normal((3, 16, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((16, 9, 3, 3)).astype(np.float32)
+    turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    for whole in (False, True):
+        np.testing.assert_array_equal(W.conv2d_backward_data(gy, w, (1, 1), whole=whole),
+                                      W.conv2d_forward(gy, turned, (1, 1), whole=whole))
+
+
+def test_weight_transforms_are_split_among_threads_without_changing_a_bit():
+    """Rows of U (and of dW from dU) are shared among worker threads: 1 and 2 threads, same bits, and
+    the blocks of rows cover every row once."""
+    import numba
+    rng = np.random.default_rng(9)
+    w = rng.standard_normal((67, 45, 3, 3)).astype(np.float32)
+    du = rng.standard_normal((16, 67, 45)).astype(np.float32)
+
+    def grad(lo, hi, dw):
+        W._weight_grad_transform(du, dw, lo, hi)
+
+    outs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        prev = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            dw = np.full((67, 45, 3, 3), np.nan, np.float32)
+            W._workers.run(lambda lo, hi: grad(lo, hi, dw), W._row_blocks(67))
+            outs.append((W.weight_transform(w), W.weight_transform(w, turned=True), dw))
+        finally:
+            numba.set_num_threads(prev)
+    for one, two in zip(*outs):
+        assert np.all(np.isfinite(one))
+        np.testing.assert_array_equal(one, two)
+    blocks = W._row_blocks(67)
+    assert blocks[0][0] == 0 and blocks[-1][1] == 67 and all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+
+
 @pytest.mark.parametrize("stride,dilation,groups,kernel,channels,expected", [
     ((1, 1), (1, 1), 1, 3, 8, True), ((2, 2), (1, 1), 1, 3, 8, False), ((1, 1), (2, 2), 1, 3, 8, False),
     ((1, 1), (1, 1), 2, 3, 8, False), ((1, 1), (1, 1), 1, 5, 8, False), ((1, 1), (1, 1), 1, 3, 4, False)])

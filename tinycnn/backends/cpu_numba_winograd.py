@@ -72,34 +72,52 @@ def applies_backward_data(w_shape, stride, padding, dilation, groups) -> bool:
             and max(padding) <= 2)
 
 
-def weight_transform(w, out=None):
-    """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once."""
+def weight_transform(w, out=None, turned=False):
+    """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once.
+
+    turned: U (16, C, O) of the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] (backward-data's), read
+    straight from w without making w'. Rows of U are shared among the worker threads (each row's
+    arithmetic is the same whichever thread runs it): for 512 x 512 kernels one thread took 12 ms, a
+    quarter of the forward convolution at 4x4 (2 threads, batch 128).
+    """
+    w = np.ascontiguousarray(w)
     o, c = w.shape[:2]
-    u = np.empty((16, o, c), dtype=w.dtype) if out is None else out
-    _weight_transform(np.ascontiguousarray(w), u)
+    rows, cols = (c, o) if turned else (o, c)
+    u = np.empty((16, rows, cols), dtype=w.dtype) if out is None else out
+    taps = _TURNED_TAPS if turned else _TAPS
+    wf = w.reshape(o, c, 9)
+    _workers.run(lambda lo, hi: _weight_transform(wf, taps, turned, lo, hi, u), _row_blocks(rows))
     return u
 
 
+_TAPS = np.arange(9)              # tap k of a kernel, row-major
+_TURNED_TAPS = 8 - np.arange(9)   # the kernel turned by 180 degrees: tap k is tap 8 - k
+
+
+def _row_blocks(rows):
+    """Rows of a weight-sized array in blocks for the worker threads (a few per thread: a late one waits less)."""
+    return _split(0, rows, 4 * numba.get_num_threads())
+
+
 @njit(cache=True, nogil=True)
-def _weight_transform(w, u):
-    """The 4x4 G g G^T of every 3x3 kernel g, written out (rows of G g: g0, (g0+g1+g2)/2, (g0-g1+g2)/2,
-    g2 for the rows g_k of g; then the same combinations of its columns), in float64, rounded once on
-    the store. (As NumPy matrix products this took 37-58 ms for 512 x 512 kernels.)"""
-    o, c = w.shape[:2]
-    wf = w.reshape(o, c * 9)
-    for oc in range(o):
-        for ci in range(c):
+def _weight_transform(wf, taps, turned, lo, hi, u):
+    """Rows lo..hi of U: the 4x4 G g G^T of every 3x3 kernel g (g = wf[row, col] with taps in `taps`, or
+    for `turned` g = wf[col, row]), written out (rows of G g: g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 for the
+    rows g_k of g; then the same combinations of its columns), in float64, rounded once on the store.
+    (As NumPy matrix products this took 37-58 ms for 512 x 512 kernels.)"""
+    for oc in range(lo, hi):
+        for ci in range(u.shape[2]):
+            g = wf[ci, oc] if turned else wf[oc, ci]
             for i in range(4):                  # row i of G g, then times G^T
-                b = ci * 9
                 if i == 0:
-                    r0, r1, r2 = np.float64(wf[oc, b]), np.float64(wf[oc, b + 1]), np.float64(wf[oc, b + 2])
+                    r0, r1, r2 = np.float64(g[taps[0]]), np.float64(g[taps[1]]), np.float64(g[taps[2]])
                 elif i == 3:
-                    r0, r1, r2 = np.float64(wf[oc, b + 6]), np.float64(wf[oc, b + 7]), np.float64(wf[oc, b + 8])
+                    r0, r1, r2 = np.float64(g[taps[6]]), np.float64(g[taps[7]]), np.float64(g[taps[8]])
                 else:
                     sign = 1.0 if i == 1 else -1.0
-                    r0 = (np.float64(wf[oc, b]) + sign * np.float64(wf[oc, b + 3]) + np.float64(wf[oc, b + 6])) * 0.5
-                    r1 = (np.float64(wf[oc, b + 1]) + sign * np.float64(wf[oc, b + 4]) + np.float64(wf[oc, b + 7])) * 0.5
-                    r2 = (np.float64(wf[oc, b + 2]) + sign * np.float64(wf[oc, b + 5]) + np.float64(wf[oc, b + 8])) * 0.5
+                    r0 = (np.float64(g[taps[0]]) + sign * np.float64(g[taps[3]]) + np.float64(g[taps[6]])) * 0.5
+                    r1 = (np.float64(g[taps[1]]) + sign * np.float64(g[taps[4]]) + np.float64(g[taps[7]])) * 0.5
+                    r2 = (np.float64(g[taps[2]]) + sign * np.float64(g[taps[5]]) + np.float64(g[taps[8]])) * 0.5
                 u[4 * i, oc, ci] = r0
                 u[4 * i + 1, oc, ci] = (r0 + r1 + r2) * 0.5
                 u[4 * i + 2, oc, ci] = (r0 - r1 + r2) * 0.5
@@ -246,12 +264,12 @@ def _grad_output_transform(gy, th, tw, dm):
 
 
 @njit(cache=True, nogil=True)
-def _weight_grad_transform(du, dw):
-    """dw[o, c] = G^T du[:, o, c] G (3 x 3 from 4 x 4), in float64: the gradient of U = G g G^T.
-    G^T u for a 4-vector u is (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3)."""
+def _weight_grad_transform(du, dw, lo, hi):
+    """dw[o, c] = G^T du[:, o, c] G (3 x 3 from 4 x 4) for o in lo..hi, in float64: the gradient of
+    U = G g G^T. G^T u for a 4-vector u is (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3)."""
     k, o, c = du.shape
     r = np.empty((4, 3))
-    for oc in range(o):
+    for oc in range(lo, hi):
         for ci in range(c):
             for i in range(4):                  # each row of du times G
                 u0, u1, u2, u3 = (np.float64(du[4 * i, oc, ci]), np.float64(du[4 * i + 1, oc, ci]),
@@ -354,8 +372,11 @@ def _split(lo, hi, parts):
     return list(zip(b[:-1], b[1:]))
 
 
-def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_pool=False):
+def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_pool=False, turned=False):
     """y (N, O, OH, OW) = conv2d(x, w, stride 1, `padding`, dilation 1, groups 1) (+ bias), w (O, C, 3, 3).
+
+    turned: convolve with w'[c, o] = w[o, c, ::-1, ::-1] instead (w (C, O, 3, 3), O = w.shape[1]): the
+    backward-data convolution, whose transformed weights are read straight from w.
 
     relu_pool (inference): return relu(max_pool2d(y, 2)) (N, O, OH // 2, OW // 2) instead, computed in
     the output transform (`_output_transform_relu_pool`), so y is never written.
@@ -371,13 +392,13 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_
     """
     x = np.ascontiguousarray(x)
     n, c, h, wd = x.shape
-    o = w.shape[0]
+    o = w.shape[1] if turned else w.shape[0]
     ph, pw = padding
     oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
     th, tw = -(-oh // 2), -(-ow // 2)
     tiles = th * tw
     # a reused buffer: a fresh one would page-fault on first touch (8 ms for 512 x 512 kernels)
-    u = weight_transform(w, out=_workspace.get("wino_u", (16, o, c), w.dtype))
+    u = weight_transform(w, out=_workspace.get("wino_u", (16, o, c), w.dtype), turned=turned)
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     if relu_pool:
@@ -421,8 +442,8 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_
 def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None):
     """dx (N, C, H, W) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW): the forward
     convolution of gy with the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] and padding 2 - p."""
-    turned = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    return conv2d_forward(gy, turned, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes, whole=whole)
+    return conv2d_forward(gy, w, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes, whole=whole,
+                          turned=True)
 
 
 # Blocks' partial weight gradients are summed in this many fixed groups (each group's blocks in turn,
@@ -489,5 +510,5 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
         for g in range(len(groups)):
             du += partial[g]
     dw = np.empty((o, c, 3, 3), dtype=x.dtype)
-    _weight_grad_transform(du, dw)
+    _workers.run(lambda lo, hi: _weight_grad_transform(du, dw, lo, hi), _row_blocks(o))
     return dw
