@@ -58,17 +58,15 @@ _unit_float = _checked(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 
 
 def _flips(text):
-    from .training.trainer import parse_tta
-    return ",".join(parse_tta(text)) or "none"
+    from .training.trainer import tta_name
+    return tta_name(text)
 
 
-_tta = _checked(_flips, lambda v: True, "'none' or flips among hflip, vflip (e.g. 'hflip' or 'hflip,vflip')")
-
-
-def _tta_override(p):
-    p.add_argument("--tta", type=_tta, default=None, metavar="FLIPS",
-                   help="test-time flips to average over ('hflip', 'vflip', 'hflip,vflip' or 'none'; "
-                        "default: those the checkpoint was trained and validated with)")
+def _tta_option(p, default):
+    p.add_argument("--tta", type=_checked(_flips, lambda v: True, "'none' or flips among hflip, vflip "
+                                          "(e.g. 'hflip' or 'hflip,vflip')"), default=None, metavar="FLIPS",
+                   help="test-time flips: the probabilities are averaged over the image and its flips ('hflip', "
+                        f"'vflip', 'hflip,vflip' or 'none'; default: {default})")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,10 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup", type=_non_negative_float, default=None, metavar="ALPHA",
                    help="train on mixed pairs of images, lam x + (1 - lam) x', with the loss mixed alike, "
                         "lam ~ Beta(ALPHA, ALPHA); 0 = off (default: off)")
-    p.add_argument("--tta", type=_tta, default=None, metavar="FLIPS",
-                   help="test-time flips: validation, test and predict average the probabilities over the image "
-                        "and its flips ('hflip', 'vflip', 'hflip,vflip' or 'none'; default: the flips of "
-                        "--augment)")
+    _tta_option(p, "the flips of --augment; validation, test and the checkpoint's predictions use them")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default 2e-3)")
@@ -161,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--probs-out", metavar="FILE.npy", help="save (N, classes) probabilities in dataset order "
                    "((N, labels) per-label sigmoid probabilities for a multi-label model)")
-    _tta_override(p)
+    _tta_option(p, "those the checkpoint was trained and validated with")
     _common(p)
 
     p = sub.add_parser("predict", help="classify image files (optionally with Grad-CAM overlays)",
@@ -176,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the model's last conv stage)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    _tta_override(p)
+    _tta_option(p, "those the checkpoint was trained and validated with")
     _common(p)
 
     p = sub.add_parser("summary", help="layer table: output shapes, parameters, FLOPs",

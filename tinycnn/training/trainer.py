@@ -102,6 +102,11 @@ def parse_tta(tta) -> tuple:
     return tuple(t for t in FLIP_AXES if t in names)
 
 
+def tta_name(tta) -> str:
+    """The canonical spelling of a test-time flips setting: "none", "hflip", "vflip" or "hflip,vflip"."""
+    return ",".join(parse_tta(tta)) or "none"
+
+
 def flip_views(tta) -> list:
     """The image-axis tuples to reverse for each test-time view: every combination of the flips, identity
     first (hflip -> [(), (3,)]; hflip,vflip -> [(), (3,), (2,), (2, 3)])."""
@@ -206,7 +211,7 @@ class Trainer:
         if not (math.isfinite(float(mixup)) and float(mixup) >= 0.0):
             raise ValueError(f"mixup must be a Beta(alpha, alpha) parameter >= 0 (0 = off), got {mixup}")
         self.mixup = float(mixup)
-        self.tta = ",".join(parse_tta(tta)) or "none"    # test-time flips of validation (and of the checkpoints)
+        self.tta = tta_name(tta)    # test-time flips of validation (and of the checkpoints)
         # the exponential moving average of the weights, updated after every optimizer step; when on, it is
         # the model that is validated and saved (best/last checkpoints), while training updates `model`
         self.averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
