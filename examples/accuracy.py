@@ -95,8 +95,8 @@ def main():
             print(f"{name} seed {seed}: AUC {r['auc']:.4f}  ACC {r['acc']:.4f}  {wall}s", flush=True)
             ema = f"{r['ema']:.4g}" if r["ema"] else "off"
             per_run.append(f"| {name} | {seed} | {r['auc']:.4f} | {r['acc']:.4f} | {r['ensemble']} | {ema} | "
-                           f"{r['tta']} | {r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | {r['code']} | "
-                           f"{r['conditions']} |")
+                           f"{r['tta']} | {r['epochs']} ({r['requested']}) | {r['best_epoch']} | {wall} | "
+                           f"{r['code']} | {r['conditions']} |")
         aucs, accs = [r["auc"] for r in rows], [r["acc"] for r in rows]
         walls = [r["wall"] if r["wall"] is not None else r["train_seconds"] for r in rows]
         b = BASELINES.get(name, {})
