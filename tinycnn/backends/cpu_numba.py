@@ -46,6 +46,7 @@ _SMALL_WORK = 1 << 15
 def _launch(fn, work, *args):
     """Run njit kernel `fn` on all Numba threads, or on one when `work` (elements touched) is small."""
     if work >= _SMALL_WORK:
+        _threads.keep_apart()
         return fn(*args)
     prev = numba.get_num_threads()
     numba.set_num_threads(1)

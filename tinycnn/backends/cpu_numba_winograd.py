@@ -46,6 +46,7 @@ import numba
 import numpy as np
 from numba import njit
 
+from .. import _threads
 from . import cpu_buffers
 from .cpu_numba import _workspace
 from .cpu_numpy import GemmCall, batch_chunks, log_gemm
@@ -323,6 +324,7 @@ class _Workers:
                 self._pool = ThreadPoolExecutor(count, thread_name_prefix="tinycnn-winograd")
                 self._size = count
             pool = self._pool
+        _threads.keep_apart()
         queue = iter(blocks)
         taking = threading.Lock()
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import _threads
 from . import cpu_buffers, register
 
 __all__ = [
@@ -111,6 +112,7 @@ def matmul(a, b, out=None):
     if calls is not None:
         calls.append(GemmCall(a.shape[-2], a.shape[-1], b.shape[-1], _transposed(a), _transposed(b),
                               a.dtype.str, out is not None, a.shape[0] if a.ndim == 3 else 1))
+    _threads.keep_apart()
     if out is None and a.ndim == 2 and b.ndim == 2:
         out = cpu_buffers.empty((a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype))
     return np.matmul(a, b, out=out)
