@@ -265,3 +265,35 @@ def test_large_weights_take_the_whole_chunk_schedule(monkeypatch):
         y = W.conv2d_forward(x, w, (1, 1), block_bytes=100_000)     # U: 16 x 64 x 64 x 4 = 262 kB
     assert [(c.m, c.k, c.n, c.count, c.spread) for c in calls] == [(64, 64, 4 * 4, 16, False)]
     assert np.all(np.abs(y - _reference(x, w, (1, 1))) <= _bound(x, w, (1, 1), np.float32))
+
+
+def test_slabs_move_apart_only_where_they_would_share_cache_sets():
+    """V and M slabs a multiple of 1 KiB long (fewer than 8 offsets modulo 4 KiB) are spaced 4 KiB x k + 256
+    bytes apart; others stay contiguous."""
+    spaced = W._slabs("test_slab", 16, 64, np.float32)          # 4 KiB slabs: one offset
+    assert spaced.shape == (16, 16, 64) and spaced.strides[0] % 4096 == 256
+    assert spaced.strides[1:] == (64 * 4, 4)
+    plain = W._slabs("test_slab", 7, 49, np.float32)            # 1372 bytes: 1024 offsets
+    assert plain.flags.c_contiguous
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["blocked", "whole"])
+def test_spaced_slabs_change_no_bit(whole, monkeypatch):
+    """Forward and both gradients with the slabs spaced (64 channels x 8x8: 4 KiB slabs per sample) equal
+    the same with contiguous slabs, for both schedules."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 64, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    gy = rng.standard_normal((4, 64, 8, 8)).astype(np.float32)
+
+    def run():
+        kw = dict(block_bytes=16 * 128 * 16 * 4, whole=whole)   # blocked: one sample per block
+        return (W.conv2d_forward(x, w, (1, 1), **kw).copy(), W.conv2d_backward_data(gy, w, (1, 1), **kw).copy(),
+                W.conv2d_backward_weight(gy, x, (1, 1), **kw).copy())
+
+    spaced = run()
+    monkeypatch.setattr(W, "_SPREAD_ENOUGH", 1)
+    contiguous = run()
+    for a, b in zip(spaced, contiguous):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(spaced[0], _reference(x, w, (1, 1)), rtol=1e-4, atol=1e-3)
