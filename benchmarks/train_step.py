@@ -1,6 +1,7 @@
 """Time the reference CNN's training and inference step: tinycnn vs PyTorch CPU, one worker process each.
 
     python benchmarks/train_step.py                   # threads 1 and 2, 10 timed repetitions each
+    python benchmarks/train_step.py --model resnet18 --reps 5 --lead 0   # ResNet-18 (28x28 form)
     python benchmarks/train_step.py --threads 2 --reps 20 --json out.json
     python benchmarks/train_step.py --same-process    # the old way: both libraries in one process
 
@@ -42,6 +43,10 @@ wheels), which tells whether another BLAS would lower the floor.
 first convolution, C_in = 1, runs as direct Numba kernels, not as a GEMM, so its time counts as
 non-GEMM time.) Batch 128 of 1x28x28 float32 images.
 
+`--model resnet18`: the same for ResNet-18 in its MedMNIST 28x28 form (`tinycnn.models`, PyTorch twin
+from `tinycnn.bench.torch_models`, tinycnn's seeded initial weights in both), the issue's
+"ResNet-18 training step <= 1.0x PyTorch" target. Its steps take seconds, so `--lead 0` suffices.
+
 `--same-process` keeps the previous harness's setting (one process holding both libraries, its
 variants still driven one sample at a time with the idle waits) for comparison.
 """
@@ -72,6 +77,45 @@ LIBRARY = {"tinycnn": "tinycnn", "gemm_floor": "tinycnn", "torch": "torch", "tor
 # the reference CNN's parameters (benchmarks/reference_cnn.py): state_dict name -> shape
 PARAM_SHAPES = {"0.weight": (32, 1, 3, 3), "0.bias": (32,), "3.weight": (64, 32, 3, 3), "3.bias": (64,),
                 "7.weight": (128, 3136), "7.bias": (128,), "9.weight": (2, 128), "9.bias": (2,)}
+
+
+MODELS = ("reference", "resnet18")
+# eval logits must agree this closely before anything is timed (ResNet-18: 20 layers of float32 sums)
+LOGIT_TOL = {"reference": dict(rtol=1e-4, atol=1e-5), "resnet18": dict(rtol=1e-3, atol=1e-4)}
+
+
+def model_weights(model="reference", seed=0):
+    """The starting weights of `model` (name -> float32 array), for both libraries."""
+    if model == "reference":
+        return reference_weights(seed)
+    from tinycnn.bench.endtoend import reference_weights as seeded_weights
+    return seeded_weights(model, 1, 2, 28, seed=seed)
+
+
+def _models(model, weights):
+    """(tinycnn model, torch-model factory(channels_last)) of `model` holding `weights`."""
+    if model == "reference":
+        from benchmarks.reference_cnn import tinycnn_model, torch_model
+
+        def torch_factory(cl):
+            import torch
+            m = torch_model(channels_last=cl)
+            m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+            return m
+        factory_t = tinycnn_model
+    else:
+        def factory_t():
+            from tinycnn import models
+            return models.get_model(model, 1, 2)
+
+        def torch_factory(cl):
+            import torch
+
+            from tinycnn.bench.torch_models import build_torch_model, load_tinycnn_weights
+            m = build_torch_model(model, 1, 2)
+            load_tinycnn_weights(m, weights)
+            return m.to(memory_format=torch.channels_last) if cl else m
+    return factory_t, torch_factory
 
 
 def reference_weights(seed=0):
@@ -169,14 +213,14 @@ def gemm_replay(calls, seed=0, library="tinycnn"):
     return run, sum(2 * c["m"] * c["k"] * c["n"] * int(c.get("count", 1)) for c in calls) / 1e9
 
 
-def _tinycnn_variants(batch, weights):
+def _tinycnn_variants(batch, weights, model_name="reference"):
     """(name -> (callable, training), eval logits, GEMM info) for tinycnn and its GEMM floor."""
     import tinycnn
     import tinycnn.nn.functional as F
-    from benchmarks.reference_cnn import random_batch, tinycnn_model
+    from benchmarks.reference_cnn import random_batch
     from tinycnn.backends.cpu_numpy import record_gemms
 
-    model = tinycnn_model()
+    model = _models(model_name, weights)[0]()
     model.load_state_dict(weights)
     x, y = random_batch(batch, seed=0)
     tx, ty = tinycnn.tensor(x), tinycnn.tensor(y)
@@ -210,20 +254,20 @@ def _tinycnn_variants(batch, weights):
     return variants, logits, gemms
 
 
-def _torch_variants(batch, weights, gemms=None):
+def _torch_variants(batch, weights, gemms=None, model_name="reference"):
     """(name -> (callable, training), eval logits) for PyTorch, default and channels_last layout, and
     tinycnn's GEMM floor replayed through torch.matmul (`gemms`: the tinycnn worker's GEMM lists)."""
     import torch
 
-    from benchmarks.reference_cnn import random_batch, torch_model
+    from benchmarks.reference_cnn import random_batch
 
+    build = _models(model_name, weights)[1]
     x, y = random_batch(batch, seed=0)
     py = torch.tensor(y)
     variants = {}
     logits = None
     for suffix, cl in (("torch", False), ("torch_channels_last", True)):
-        model = torch_model(channels_last=cl)
-        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+        model = build(cl)
         px = torch.tensor(x)
         if cl:
             px = px.contiguous(memory_format=torch.channels_last)
@@ -251,7 +295,8 @@ def _torch_variants(batch, weights, gemms=None):
     return variants, logits, None
 
 
-def _worker(library: str, threads: int, batch: int, weights_path: str, gemms_path: str | None = None) -> int:
+def _worker(library: str, threads: int, batch: int, weights_path: str, gemms_path: str | None = None,
+            model_name: str = "reference") -> int:
     """Serve timing requests on stdin/stdout: one variant name per line in, one JSON line out."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
@@ -267,12 +312,12 @@ def _worker(library: str, threads: int, batch: int, weights_path: str, gemms_pat
     weights = dict(np.load(weights_path))
     variants, logits, gemms = {}, {}, None
     if "tinycnn" in libraries:
-        v, logits["tinycnn"], gemms = _tinycnn_variants(batch, weights)
+        v, logits["tinycnn"], gemms = _tinycnn_variants(batch, weights, model_name)
         variants.update(v)
     if "torch" in libraries:
         # the GEMMs tinycnn recorded: in this process, or in the tinycnn worker, which started first
         recorded = gemms if gemms is not None or not gemms_path else json.loads(Path(gemms_path).read_text())
-        v, logits["torch"], _ = _torch_variants(batch, weights, recorded)
+        v, logits["torch"], _ = _torch_variants(batch, weights, recorded, model_name)
         variants.update(v)
     hello = {"variants": sorted(variants), "limiter": limiter, "gemms": gemms, "pid": os.getpid(),
              "logits": {k: v.tolist() for k, v in logits.items()},
@@ -329,12 +374,13 @@ def wait_idle(pid: int, min_s: float, max_s: float = 2.0, window_s: float = 0.02
 
 
 class _Worker:
-    def __init__(self, library: str, threads: int, batch: int, weights_path: str, gemms_path: str | None = None):
+    def __init__(self, library: str, threads: int, batch: int, weights_path: str, gemms_path: str | None = None,
+                 model: str = "reference"):
         env = dict(os.environ, **{v: str(threads) for v in THREAD_VARS})
         self.library = library
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--worker", library, "--threads", str(threads), "--batch", str(batch),
-             "--weights", weights_path] + (["--gemms", gemms_path] if gemms_path else []),
+             "--weights", weights_path, "--model", model] + (["--gemms", gemms_path] if gemms_path else []),
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         self.hello = None
 
@@ -363,19 +409,19 @@ class _Worker:
 
 
 def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_process: bool,
-             lead: int = 1) -> dict:
+             lead: int = 1, model: str = "reference") -> dict:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
         weights_path = os.path.join(tmp, "weights.npz")
-        np.savez(weights_path, **reference_weights(0))
+        np.savez(weights_path, **model_weights(model, 0))
         libs = ("both",) if same_process else ("tinycnn", "torch")
         gemms_path = os.path.join(tmp, "gemms.json")
         workers, hellos = {}, {}
         try:
             for lib in libs:    # in order: the torch worker replays the GEMMs the tinycnn worker recorded
                 workers[lib] = _Worker(lib, threads, batch, weights_path,
-                                       gemms_path if lib == "torch" else None)
+                                       gemms_path if lib == "torch" else None, model)
                 hellos[lib] = workers[lib].ready()
                 if hellos[lib]["gemms"] is not None:
                     Path(gemms_path).write_text(json.dumps(hellos[lib]["gemms"]))
@@ -390,7 +436,7 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
             for h in hellos.values():
                 logits.update({k: np.asarray(v) for k, v in h["logits"].items()})
             diff = float(np.max(np.abs(logits["tinycnn"] - logits["torch"])))
-            if not np.allclose(logits["tinycnn"], logits["torch"], rtol=1e-4, atol=1e-5):
+            if not np.allclose(logits["tinycnn"], logits["torch"], **LOGIT_TOL[model]):
                 raise RuntimeError(f"tinycnn and torch eval logits differ (max |diff| {diff:.3g}): not timing")
             times = {name: [] for name in VARIANTS}
             idle = {lib: [] for lib in libs}
@@ -408,7 +454,7 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
                 w.close()
     first = next(iter(hellos.values()))
     gemms = next(h["gemms"] for h in hellos.values() if h["gemms"] is not None)
-    return {"threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "lead": lead,
+    return {"model": model, "threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "lead": lead,
             "times": times, "gemms": gemms,
             "mode": "same process" if same_process else "one worker process per library",
             "worker_modules": {lib: h["modules"] for lib, h in hellos.items()},
@@ -427,7 +473,7 @@ def _report(result: dict) -> dict:
     rows = {name: _summary(ts) for name, ts in result["times"].items()}
     waits = ", ".join(f"{lib} {1e3 * m:.0f} ms (max {1e3 * result['idle_wait_max_s'][lib]:.0f})"
                       for lib, m in result["idle_wait_s"].items())
-    print(f"\n== threads={result['threads']} (BLAS limited by {result['limiter']}), batch {result['batch']}, "
+    print(f"\n== {result.get('model', 'reference')} CNN, threads={result['threads']} (BLAS limited by {result['limiter']}), batch {result['batch']}, "
           f"{result['reps']} timed reps (each after {result['lead']} untimed), {result['mode']}, interleaved ==")
     print(f"idle wait after a sample (median): {waits}; eval logits max |tinycnn - torch| "
           f"{result['logits_max_abs_diff']:.2g}")
@@ -461,6 +507,8 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=10, help="timed repetitions per variant (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--model", choices=MODELS, default="reference",
+                   help="the reference CNN (default) or ResNet-18 in its 28x28 form")
     p.add_argument("--gap", type=float, default=0.1,
                    help="least seconds between two samples; the wait goes on until the last worker is idle")
     p.add_argument("--lead", type=int, default=1,
@@ -477,12 +525,13 @@ def main(argv=None) -> int:
                 f"{args.gap}, {args.lead}")
 
     if args.worker is not None:
-        return _worker(args.worker, int(args.threads), args.batch, args.weights, args.gemms)
+        return _worker(args.worker, int(args.threads), args.batch, args.weights, args.gemms, args.model)
 
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    out = [_report(_measure(n, args.reps, args.warmup, args.batch, args.gap, args.same_process, args.lead))
+    out = [_report(_measure(n, args.reps, args.warmup, args.batch, args.gap, args.same_process, args.lead,
+                            args.model))
            for n in threads]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))

@@ -104,3 +104,26 @@ def test_gemm_replay_gives_the_same_products_through_numpy_and_torch():
     assert gflop == gflop_t == sum(c.flops for c in calls) / 1e9
     for a, b in zip(ours(), theirs(), strict=True):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_harness_times_resnet18_with_the_same_weights_in_both_workers(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    argv = ["--model", "resnet18", "--threads", "1", "--reps", "1", "--warmup", "0", "--batch", "2", "--gap", "0",
+            "--lead", "0", "--json", str(out)]
+    assert train_step.main(argv) == 0
+    (res,) = json.loads(out.read_text())
+    assert res["model"] == "resnet18"
+    assert set(res["times"]) == set(train_step.VARIANTS)
+    assert res["logits_max_abs_diff"] < 1e-4
+    assert len(res["gemms"]["train"]) > 40          # 20 convolutions and a linear layer, 3 GEMM kinds
+    assert "torch" not in res["worker_modules"]["tinycnn"]
+    assert "numba" not in res["worker_modules"]["torch"]   # the twin's builder is plain PyTorch
+    assert "== resnet18 CNN, threads=1" in capsys.readouterr().out
+
+
+def test_model_weights_are_tinycnns_seeded_resnet18_init():
+    from tinycnn import models
+    w = train_step.model_weights("resnet18", 0)
+    assert set(w) == set(models.get_model("resnet18", 1, 2).state_dict())
+    again = train_step.model_weights("resnet18", 0)
+    assert all(np.array_equal(w[k], again[k]) for k in w)
