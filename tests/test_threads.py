@@ -137,3 +137,29 @@ def test_a_two_thread_conv_moves_the_workers_and_gives_the_same_result():
         print(hashlib.sha256(y.tobytes()).hexdigest())
     """
     assert run_case(body) == run_case(body, TINYCNN_THREAD_TUNING="0")
+
+
+@needs_two_cpus
+def test_tinycnns_own_workers_do_not_take_over_the_placement():
+    """GEMMs that worker threads run for the caller (run_spread) leave the caller's placement as it was."""
+    out = run_case("""
+        import numba, numpy as np
+        from tinycnn.backends.cpu_numba_winograd import run_spread
+        from tinycnn.backends.cpu_numpy import matmul
+        numba.set_num_threads(2)
+        _threads.keep_apart()
+        caller, cpu = _threads._apart.caller, _threads._apart.cpu
+        a = np.ones((64, 64), np.float32)
+        seen = []
+        both = threading.Barrier(2, timeout=10)
+        def job(lo, hi):
+            seen.append(threading.get_native_id())
+            if lo < 2:
+                both.wait()          # the first two blocks: one on each thread
+            matmul(a, a)
+        run_spread(job, [(i, i + 1) for i in range(8)])
+        assert len(set(seen)) == 2, seen
+        assert _threads._apart.caller == caller == me and affinity(me) == allowed
+        print("ok")
+    """)
+    assert out.strip() == "ok"

@@ -30,7 +30,9 @@ inference step of the reference CNN had a median of 16 ms where 8 ms was possibl
   allowed CPUs minus that one). It reads the caller's CPU each time (`sched_getcpu`, well under a
   microsecond) and changes affinities only when that CPU changed, or to take in threads started
   since the last look (it looks again every 256 calls). The calling thread itself is never pinned,
-  so processes and threads it starts keep the whole machine. Only on Linux with 2 or more allowed CPUs.
+  so processes and threads it starts keep the whole machine; tinycnn's own worker threads
+  (`mark_pool_thread`) work for their caller and never take the placement over. Only on Linux with 2
+  or more allowed CPUs.
 
 Set ``TINYCNN_THREAD_TUNING=0`` to leave every library at its defaults. None of these settings changes
 any result: only how idle threads wait and where they run.
@@ -102,6 +104,13 @@ class _Apart:
 
 _apart = _Apart()
 _LOOK_EVERY = 256
+_local = threading.local()
+
+
+def mark_pool_thread() -> None:
+    """Mark the calling thread as one of tinycnn's own workers (their pool's initializer calls this):
+    `keep_apart` ignores calls from such threads, which run on behalf of the thread that handed them work."""
+    _local.pool = True
 
 
 def _apart_setup() -> bool:
@@ -125,7 +134,7 @@ def keep_apart() -> None:
     st = _apart
     if st.on is None:
         st.on = _apart_setup()
-    if not st.on:
+    if not st.on or getattr(_local, "pool", False):
         return
     cpu = st.getcpu()
     st.calls += 1

@@ -337,7 +337,8 @@ class _Workers:
             if self._pool is None or self._size < count:
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(count, thread_name_prefix="tinycnn-winograd")
+                self._pool = ThreadPoolExecutor(count, thread_name_prefix="tinycnn-winograd",
+                                                initializer=_threads.mark_pool_thread)
                 self._size = count
             pool = self._pool
         _threads.keep_apart()
