@@ -42,6 +42,11 @@ me = threading.get_native_id()
 """
 
 
+def check(body: str, **env) -> None:
+    """Run `body` (asserts) after the prelude in a fresh interpreter; it must reach its end."""
+    assert run_case(textwrap.dedent(body) + '\nprint("ok")\n', **env).strip().splitlines()[-1] == "ok"
+
+
 def run_case(body: str, **env) -> str:
     code = PRELUDE + textwrap.dedent(body)
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
@@ -52,21 +57,19 @@ def run_case(body: str, **env) -> str:
 
 @needs_two_cpus
 def test_workers_leave_the_callers_cpu_and_the_caller_keeps_every_cpu():
-    out = run_case("""
+    check("""
         worker = start_thread()
         _threads.keep_apart()
         cpu = _threads._apart.cpu
         assert cpu in allowed, cpu
         assert affinity(worker) == allowed - {cpu}, (affinity(worker), allowed, cpu)
         assert affinity(me) == allowed
-        print("ok")
     """)
-    assert out.strip() == "ok"
 
 
 @needs_two_cpus
 def test_follows_the_caller_to_another_cpu_and_takes_in_new_threads():
-    out = run_case("""
+    check("""
         worker = start_thread()
         _threads.keep_apart()
         first = _threads._apart.cpu
@@ -80,14 +83,12 @@ def test_follows_the_caller_to_another_cpu_and_takes_in_new_threads():
         for _ in range(_threads._LOOK_EVERY):
             _threads.keep_apart()
         assert affinity(late) == allowed - {other}
-        print("ok")
     """)
-    assert out.strip() == "ok"
 
 
 @needs_two_cpus
 def test_a_moved_thread_that_starts_calling_runs_anywhere_again():
-    out = run_case("""
+    check("""
         _threads.keep_apart()
         result = {}
         def call():
@@ -102,21 +103,17 @@ def test_a_moved_thread_that_starts_calling_runs_anywhere_again():
         t.start(); t.join()
         assert result["after"] == allowed, result
         assert result["main"] == allowed - {result["cpu"]}, result
-        print("ok")
     """)
-    assert out.strip() == "ok"
 
 
 @needs_two_cpus
 def test_thread_tuning_off_leaves_affinities_alone():
-    out = run_case("""
+    check("""
         worker = start_thread()
         _threads.keep_apart()
         assert _threads._apart.on is False
         assert affinity(worker) == allowed and affinity(me) == allowed
-        print("ok")
     """, TINYCNN_THREAD_TUNING="0")
-    assert out.strip() == "ok"
 
 
 @needs_two_cpus
@@ -142,7 +139,7 @@ def test_a_two_thread_conv_moves_the_workers_and_gives_the_same_result():
 @needs_two_cpus
 def test_tinycnns_own_workers_do_not_take_over_the_placement():
     """GEMMs that worker threads run for the caller (run_spread) leave the caller's placement as it was."""
-    out = run_case("""
+    check("""
         import numba, numpy as np
         from tinycnn.backends.cpu_numba_winograd import run_spread
         from tinycnn.backends.cpu_numpy import matmul
@@ -160,6 +157,4 @@ def test_tinycnns_own_workers_do_not_take_over_the_placement():
         run_spread(job, [(i, i + 1) for i in range(8)])
         assert len(set(seen)) == 2, seen
         assert _threads._apart.caller == caller == me and affinity(me) == allowed
-        print("ok")
     """)
-    assert out.strip() == "ok"
