@@ -136,6 +136,8 @@ def test_weight_transforms_are_split_among_threads_without_changing_a_bit():
         np.testing.assert_array_equal(one, two)
     blocks = W._row_blocks(67)
     assert blocks[0][0] == 0 and blocks[-1][1] == 67 and all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+    assert W._row_blocks(67, 45) == [(0, 67)]             # few kernels: one thread does them all
+    assert W._row_blocks(128, 128) == W._row_blocks(128)
 
 
 @pytest.mark.parametrize("stride,dilation,groups,kernel,channels,expected", [

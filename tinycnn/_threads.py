@@ -29,7 +29,9 @@ inference step of the reference CNN had a median of 16 ms where 8 ms was possibl
   every other thread of the process off the CPU the calling thread is on (its affinity becomes the
   allowed CPUs minus that one). It reads the caller's CPU each time (`sched_getcpu`, well under a
   microsecond) and changes affinities only when that CPU changed, or to take in threads started
-  since the last look (it looks again every 256 calls). The calling thread itself is never pinned,
+  since the last look (it looks again every 256 calls); a move costs ~16 us, so regions too small to
+  gain from a second thread (GEMMs under 2^20 multiply-adds, kernels under 2^20 element-operations)
+  do not call it. The calling thread itself is never pinned,
   so processes and threads it starts keep the whole machine; tinycnn's own worker threads
   (`mark_pool_thread`) work for their caller and never take the placement over. Only on Linux with 2
   or more allowed CPUs.

@@ -41,12 +41,14 @@ _jit = dict(cache=True, nogil=True)
 # Below this many elements a parallel region costs more than it saves (and on a busy machine
 # waiting for the second thread can take milliseconds), so such calls run on the calling thread.
 _SMALL_WORK = 1 << 15
+_APART_WORK = 1 << 20   # and above this, keep the workers off the caller's CPU (cpu_numpy._THREADED_GEMM)
 
 
 def _launch(fn, work, *args):
     """Run njit kernel `fn` on all Numba threads, or on one when `work` (elements touched) is small."""
     if work >= _SMALL_WORK:
-        _threads.keep_apart()
+        if work >= _APART_WORK:
+            _threads.keep_apart()
         return fn(*args)
     prev = numba.get_num_threads()
     numba.set_num_threads(1)

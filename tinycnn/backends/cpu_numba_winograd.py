@@ -88,7 +88,7 @@ def weight_transform(w, out=None, turned=False):
     u = np.empty((16, rows, cols), dtype=w.dtype) if out is None else out
     taps = _TURNED_TAPS if turned else _TAPS
     wf = w.reshape(o, c, 9)
-    _workers.run(lambda lo, hi: _weight_transform(wf, taps, turned, lo, hi, u), _row_blocks(rows))
+    _workers.run(lambda lo, hi: _weight_transform(wf, taps, turned, lo, hi, u), _row_blocks(rows, cols))
     return u
 
 
@@ -96,8 +96,15 @@ _TAPS = np.arange(9)              # tap k of a kernel, row-major
 _TURNED_TAPS = 8 - np.arange(9)   # the kernel turned by 180 degrees: tap k is tap 8 - k
 
 
-def _row_blocks(rows):
-    """Rows of a weight-sized array in blocks for the worker threads (a few per thread: a late one waits less)."""
+_SPREAD_KERNELS = 128 * 128   # fewer 3x3 kernels: one thread transforms them (0.34 ms for 128 x 128)
+
+
+def _row_blocks(rows, cols=None):
+    """Rows of a weight-sized array in blocks for the worker threads (a few per thread: a late one waits
+    less); one block when its rows x cols kernels are fewer than _SPREAD_KERNELS (waking a worker cost
+    more than it saved: 64 x 32 kernels take 0.03 ms)."""
+    if cols is not None and rows * cols < _SPREAD_KERNELS:
+        return [(0, rows)]
     return _split(0, rows, 4 * numba.get_num_threads())
 
 
@@ -558,5 +565,5 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
         for g in range(len(groups)):
             du += partial[g]
     dw = np.empty((o, c, 3, 3), dtype=x.dtype)
-    _workers.run(lambda lo, hi: _weight_grad_transform(du, dw, lo, hi), _row_blocks(o))
+    _workers.run(lambda lo, hi: _weight_grad_transform(du, dw, lo, hi), _row_blocks(o, c))
     return dw

@@ -101,6 +101,12 @@ def _transposed(a) -> bool:
     return not a.flags.c_contiguous and a.strides[-2] < a.strides[-1]
 
 
+# GEMMs of fewer multiply-adds leave thread placement alone (`_threads.keep_apart`): OpenBLAS runs those
+# below 2^18 on the calling thread anyway, and up to 2^20 (~20 us) a second thread gains little, while a
+# caller that hops between CPUs (batch-1 inference with pauses) made every other call move the workers
+_THREADED_GEMM = 1 << 20
+
+
 @register("matmul", "numpy")
 def matmul(a, b, out=None):
     """c (M, N) = a (M, K) @ b (K, N) through NumPy's BLAS (sgemm/dgemm); transposed views are read in place.
@@ -112,7 +118,8 @@ def matmul(a, b, out=None):
     if calls is not None:
         calls.append(GemmCall(a.shape[-2], a.shape[-1], b.shape[-1], _transposed(a), _transposed(b),
                               a.dtype.str, out is not None, a.shape[0] if a.ndim == 3 else 1))
-    _threads.keep_apart()
+    if a.shape[-2] * a.shape[-1] * b.shape[-1] >= _THREADED_GEMM:
+        _threads.keep_apart()
     if out is None and a.ndim == 2 and b.ndim == 2:
         out = cpu_buffers.empty((a.shape[0], b.shape[1]), np.result_type(a.dtype, b.dtype))
     return np.matmul(a, b, out=out)
