@@ -158,3 +158,16 @@ def test_tinycnns_own_workers_do_not_take_over_the_placement():
         assert len(set(seen)) == 2, seen
         assert _threads._apart.caller == caller == me and affinity(me) == allowed
     """)
+
+
+def test_off_on_machines_with_many_cpus(monkeypatch):
+    """Measured on 2 CPUs; above _APART_MAX_CPUS allowed CPUs keep_apart does nothing (and moves nobody)."""
+    from tinycnn import _threads
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("Linux only")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(_threads._APART_MAX_CPUS + 1)))
+    monkeypatch.setattr(_threads, "_apart", _threads._Apart())
+    moved = []
+    monkeypatch.setattr(os, "sched_setaffinity", lambda *a: moved.append(a))
+    _threads.keep_apart()
+    assert _threads._apart.on is False and moved == []
