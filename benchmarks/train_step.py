@@ -92,30 +92,27 @@ def model_weights(model="reference", seed=0):
     return seeded_weights(model, 1, 2, 28, seed=seed)
 
 
-def _models(model, weights):
-    """(tinycnn model, torch-model factory(channels_last)) of `model` holding `weights`."""
+def _tinycnn_model(model):
+    """A fresh tinycnn `model` (its weights are loaded by the caller)."""
     if model == "reference":
-        from benchmarks.reference_cnn import tinycnn_model, torch_model
+        from benchmarks.reference_cnn import tinycnn_model
+        return tinycnn_model()
+    from tinycnn import models
+    return models.get_model(model, 1, 2)
 
-        def torch_factory(cl):
-            import torch
-            m = torch_model(channels_last=cl)
-            m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
-            return m
-        factory_t = tinycnn_model
-    else:
-        def factory_t():
-            from tinycnn import models
-            return models.get_model(model, 1, 2)
 
-        def torch_factory(cl):
-            import torch
-
-            from tinycnn.bench.torch_models import build_torch_model, load_tinycnn_weights
-            m = build_torch_model(model, 1, 2)
-            load_tinycnn_weights(m, weights)
-            return m.to(memory_format=torch.channels_last) if cl else m
-    return factory_t, torch_factory
+def _torch_model(model, weights, channels_last):
+    """The PyTorch twin of `model` holding `weights`, in the default or channels_last memory format."""
+    import torch
+    if model == "reference":
+        from benchmarks.reference_cnn import torch_model
+        m = torch_model(channels_last=channels_last)
+        m.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+        return m
+    from tinycnn.bench.torch_models import build_torch_model, load_tinycnn_weights
+    m = build_torch_model(model, 1, 2)
+    load_tinycnn_weights(m, weights)
+    return m.to(memory_format=torch.channels_last) if channels_last else m
 
 
 def reference_weights(seed=0):
@@ -220,7 +217,7 @@ def _tinycnn_variants(batch, weights, model_name="reference"):
     from benchmarks.reference_cnn import random_batch
     from tinycnn.backends.cpu_numpy import record_gemms
 
-    model = _models(model_name, weights)[0]()
+    model = _tinycnn_model(model_name)
     model.load_state_dict(weights)
     x, y = random_batch(batch, seed=0)
     tx, ty = tinycnn.tensor(x), tinycnn.tensor(y)
@@ -261,13 +258,12 @@ def _torch_variants(batch, weights, gemms=None, model_name="reference"):
 
     from benchmarks.reference_cnn import random_batch
 
-    build = _models(model_name, weights)[1]
     x, y = random_batch(batch, seed=0)
     py = torch.tensor(y)
     variants = {}
     logits = None
     for suffix, cl in (("torch", False), ("torch_channels_last", True)):
-        model = build(cl)
+        model = _torch_model(model_name, weights, cl)
         px = torch.tensor(x)
         if cl:
             px = px.contiguous(memory_format=torch.channels_last)
@@ -454,8 +450,8 @@ def _measure(threads: int, reps: int, warmup: int, batch: int, gap: float, same_
                 w.close()
     first = next(iter(hellos.values()))
     gemms = next(h["gemms"] for h in hellos.values() if h["gemms"] is not None)
-    return {"model": model, "threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps, "lead": lead,
-            "times": times, "gemms": gemms,
+    return {"model": model, "threads": threads, "limiter": first["limiter"], "batch": batch, "reps": reps,
+            "lead": lead, "times": times, "gemms": gemms,
             "mode": "same process" if same_process else "one worker process per library",
             "worker_modules": {lib: h["modules"] for lib, h in hellos.items()},
             "thread_settings": {lib: h["thread_settings"] for lib, h in hellos.items()},
@@ -473,8 +469,9 @@ def _report(result: dict) -> dict:
     rows = {name: _summary(ts) for name, ts in result["times"].items()}
     waits = ", ".join(f"{lib} {1e3 * m:.0f} ms (max {1e3 * result['idle_wait_max_s'][lib]:.0f})"
                       for lib, m in result["idle_wait_s"].items())
-    print(f"\n== {result.get('model', 'reference')} CNN, threads={result['threads']} (BLAS limited by {result['limiter']}), batch {result['batch']}, "
-          f"{result['reps']} timed reps (each after {result['lead']} untimed), {result['mode']}, interleaved ==")
+    print(f"\n== {result.get('model', 'reference')} CNN, threads={result['threads']} (BLAS limited by "
+          f"{result['limiter']}), batch {result['batch']}, {result['reps']} timed reps (each after "
+          f"{result['lead']} untimed), {result['mode']}, interleaved ==")
     print(f"idle wait after a sample (median): {waits}; eval logits max |tinycnn - torch| "
           f"{result['logits_max_abs_diff']:.2g}")
     print(f"{'variant':28s} {'median ms':>10s} {'min..max ms':>18s} {'IQR ms':>16s}")

@@ -380,7 +380,7 @@ _SPREAD_ENOUGH = 8      # distinct 4 KiB offsets of the 16 slabs that need no sp
 
 
 def _slabs(slot, rows, cols, dtype):
-    """A (16, rows, cols) workspace array (per thread, reused) for V or M, with its 16 slabs moved apart
+    """A (16, rows, cols) workspace array (per thread, reused) for V, M, U or dU, with its 16 slabs moved apart
     where a contiguous one would put them at fewer than 8 distinct offsets modulo 4 KiB.
 
     The transforms read or write all 16 slabs together, one element of each per tile, and addresses
