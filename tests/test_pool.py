@@ -301,8 +301,9 @@ def test_conv_relu_pool_is_bit_identical_to_the_three_ops(case, bias, hw, dtype,
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered in matmul:RuntimeWarning")
+@pytest.mark.parametrize("tile", [2, 4], ids=["F2", "F4"])
 @pytest.mark.parametrize("whole", [False, True], ids=["blocked", "whole"])
-def test_conv_relu_pool_winograd_schedules_and_special_values(whole):
+def test_conv_relu_pool_winograd_schedules_and_special_values(whole, tile):
     """The fused Winograd output transform in both schedules, with ties, zeros, -0.0, inf and NaN
     (first maximum, NaN wins, ReLU of -0.0 is +0.0): bit-identical to the three primitives."""
     from tinycnn.backends import cpu_numba, cpu_numba_ew, cpu_numba_winograd as W
@@ -315,8 +316,8 @@ def test_conv_relu_pool_winograd_schedules_and_special_values(whole):
     w[3] = 0.0                                         # a channel that is exactly its bias
     b = rng.standard_normal(6).astype(np.float32)
     b[3] = -0.0
-    fused = W.conv2d_forward(x, w, (1, 1), bias=b, whole=whole, block_bytes=40_000, relu_pool=True)
-    y = W.conv2d_forward(x, w, (1, 1), bias=b, whole=whole, block_bytes=40_000)
+    fused = W.conv2d_forward(x, w, (1, 1), bias=b, whole=whole, block_bytes=40_000, relu_pool=True, tile=tile)
+    y = W.conv2d_forward(x, w, (1, 1), bias=b, whole=whole, block_bytes=40_000, tile=tile)
     pooled, _ = cpu_numba.max_pool2d_forward(y, (2, 2), (2, 2), (0, 0))
     sep = cpu_numba_ew.relu_forward(pooled)
     assert fused.shape == (5, 6, 5, 4)

@@ -521,8 +521,8 @@ def conv2d_forward(x, w, stride, padding, dilation, groups, bias=None, keep=None
 
     With one input channel per group and unit stride the taps are accumulated directly
     (`_direct_fwd_s1`); a 3x3 stride-1 ungrouped convolution of 8 or more channels is Winograd
-    F(2x2, 3x3) (`cpu_numba_winograd.py`: 2.25x fewer multiply-adds), and so are its backward-data
-    and backward-weight.
+    F(2x2, 3x3) or F(4x4, 3x3) (`cpu_numba_winograd.py`: 2.25x or 4x fewer multiply-adds), and so
+    are its backward-data and backward-weight.
     Optional extensions of the primitive (flagged by attributes the op checks):
     `bias` (O,) is added while the result is written (`fuses_bias`), saving a pass over y;
     `keep` (a dict): when the whole batch fits one im2col chunk its columns are left in
@@ -614,7 +614,7 @@ def conv2d_backward_data(gy, w, x_shape, stride, padding, dilation, groups, shar
     w = np.ascontiguousarray(w)
     n, c, h, wd, o, cg, kh, kw, oh, ow = _geometry(x_shape, w.shape, stride, padding, dilation)
     if cg > 1 and cpu_numba_winograd.applies_backward_data(w.shape, stride, padding, dilation, groups):
-        return cpu_numba_winograd.conv2d_backward_data(gy, w, padding)    # no col2im, 2.25x fewer FLOPs
+        return cpu_numba_winograd.conv2d_backward_data(gy, w, padding)    # no col2im, 2.25-4x fewer FLOPs
     dx = cpu_buffers.empty(x_shape, gy.dtype)
     if cg == 1 and stride == (1, 1):
         _launch(_direct_bwd_data_s1, gy.size * kh * kw, gy, w, *padding, *dilation, dx)
@@ -668,7 +668,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation, groups, ke
         return dwt
     if cpu_numba_winograd.applies(x.shape, w_shape, stride, dilation, groups):
         # the forward ran Winograd too, so no columns were kept
-        return cpu_numba_winograd.conv2d_backward_weight(gy, x, padding)   # 2.25x fewer FLOPs, no im2col
+        return cpu_numba_winograd.conv2d_backward_weight(gy, x, padding)   # 2.25-4x fewer FLOPs, no im2col
     og, ck = o // groups, cg * kh * kw
     npix = oh * ow
     per_sample = c * kh * kw * npix * x.itemsize

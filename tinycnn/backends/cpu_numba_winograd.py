@@ -1,4 +1,7 @@
-"""Winograd F(2x2, 3x3): the Numba family's 3x3, stride-1 convolution, forward and both gradients.
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3): the Numba family's 3x3, stride-1 convolution, forward and both
+gradients. This file holds the drivers (blocks, threads, GEMMs) and F(2x2, 3x3)'s transforms, explained
+below; `cpu_numba_winograd4.py` holds F(4x4, 3x3)'s, which use 6x6 tiles for 4x4 outputs, 36 GEMMs and
+4x fewer multiply-adds than im2col. `tile_for` picks the tile per convolution (see there).
 
 Each 2x2 block of outputs of one (sample, output channel) needs a 4x4 tile d of each padded input
 plane. With the fixed matrices
@@ -19,6 +22,9 @@ GEMM over all tiles t:
     U[k] (O, C) = (G g G^T)[k]      V[k] (C, T) = (B^T d B)[k]      M[k] (O, T) = U[k] @ V[k]
 
 16 GEMMs of O x C x T multiply-adds replace the im2col GEMM's O x 9C x 4T: 2.25x fewer.
+(F(4x4, 3x3): 36 GEMMs of O x C x T for 16 T outputs, 1.78x fewer again, for about 8x the float32
+rounding error; measured on ResNet-18's 3x3 convolutions at batch 128, 1 thread: 64 x 28x28 forward /
+backward-data / weight gradient 60 / 60 / 73 ms -> 47 / 46 / 56, 256 x 7x7 58 / 60 / 69 -> 47 / 47 / 52.)
 
 Backward-data of a stride-1 3x3 convolution is itself one: dx = conv(gy, w', padding 2 - p) with
 w'[c, o, i, j] = w[o, c, 2 - i, 2 - j] (each input pixel collects the gradients of the outputs whose
@@ -49,6 +55,7 @@ from numba import njit
 
 from .. import _threads
 from . import cpu_buffers
+from . import cpu_numba_winograd4 as _f4
 from .cpu_numba import _workspace
 from .cpu_numpy import GemmCall, batch_chunks, log_gemm
 
@@ -74,8 +81,9 @@ def applies_backward_data(w_shape, stride, padding, dilation, groups) -> bool:
             and max(padding) <= 2)
 
 
-def weight_transform(w, out=None, turned=False):
-    """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once.
+def weight_transform(w, out=None, turned=False, tile=2):
+    """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once
+    (tile 4: U (36, O, C) of F(4x4, 3x3), U[6i + j]).
 
     turned: U (16, C, O) of the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] (backward-data's), read
     straight from w without making w'. Rows of U are shared among the worker threads (each row's
@@ -85,10 +93,11 @@ def weight_transform(w, out=None, turned=False):
     w = np.ascontiguousarray(w)
     o, c = w.shape[:2]
     rows, cols = (c, o) if turned else (o, c)
-    u = np.empty((16, rows, cols), dtype=w.dtype) if out is None else out
+    k, kernel = _slab_count(tile), _KERNELS[tile][0]
+    u = np.empty((k, rows, cols), dtype=w.dtype) if out is None else out
     taps = _TURNED_TAPS if turned else _TAPS
     wf = w.reshape(o, c, 9)
-    _workers.run(lambda lo, hi: _weight_transform(wf, taps, turned, lo, hi, u), _row_blocks(rows, cols))
+    _workers.run(lambda lo, hi: kernel(wf, taps, turned, lo, hi, u), _row_blocks(rows, cols))
     return u
 
 
@@ -197,59 +206,70 @@ def _output_blocks(m, ch, b0, out):
 
 
 @njit(cache=True, nogil=True)
+def _blocks_of_channel(m, ch, b0, out):
+    """out[mt r + q, t] = output (r, q) of tile t of channel ch (+ b0), mt x mt per tile: F(2x2, 3x3) when M
+    has 16 slabs, F(4x4, 3x3) (`cpu_numba_winograd4.output_blocks`) when it has 36."""
+    if m.shape[0] == 16:
+        _output_blocks(m, ch, b0, out)
+    else:
+        _f4.output_blocks(m, ch, b0, out)
+
+
+@njit(cache=True, nogil=True)
 def _output_transform(m, bias, has_bias, th, tw, y):
-    """y[s, o, 2a:2a+2, 2b:2b+2] = A^T m A (+ bias[o]), m[i, j] = M[4i + j, o, s th tw + a tw + b];
-    the last row/column of a tile is dropped where OH or OW is odd."""
+    """y[s, o, mt a:mt a + mt, mt b:mt b + mt] = A^T m A (+ bias[o]) for tile (a, b) of sample s, m[i, j] =
+    M[(mt + 2) i + j, o, s th tw + a tw + b], mt = 2 or 4 (16 or 36 slabs); the rows and columns of the
+    last tiles beyond OH, OW are dropped."""
     n, o, oh, ow = y.shape
-    blocks = np.empty((4, m.shape[2]), dtype=y.dtype)
+    mt = 2 if m.shape[0] == 16 else 4
+    blocks = np.empty((mt * mt, m.shape[2]), dtype=y.dtype)
     for ch in range(o):
-        b0 = bias[ch] if has_bias else y.dtype.type(0)
-        _output_blocks(m, ch, b0, blocks)
+        _blocks_of_channel(m, ch, bias[ch] if has_bias else y.dtype.type(0), blocks)
         for s in range(n):
             base = s * th * tw
             for a in range(th):
                 t0 = base + a * tw
-                i = 2 * a
-                for b in range(tw):
-                    j = 2 * b
-                    t = t0 + b
-                    y[s, ch, i, j] = blocks[0, t]
-                    if j + 1 < ow:
-                        y[s, ch, i, j + 1] = blocks[1, t]
-                    if i + 1 < oh:
-                        y[s, ch, i + 1, j] = blocks[2, t]
-                        if j + 1 < ow:
-                            y[s, ch, i + 1, j + 1] = blocks[3, t]
+                for r in range(min(mt, oh - mt * a)):
+                    i = mt * a + r
+                    for b in range(tw):
+                        j = mt * b
+                        for q in range(min(mt, ow - j)):
+                            y[s, ch, i, j + q] = blocks[mt * r + q, t0 + b]
 
 
 @njit(cache=True, nogil=True)
 def _output_transform_relu_pool(m, bias, has_bias, th, tw, yp):
-    """yp[s, o, a, b] = relu(max of the 2x2 block y[s, o, 2a:2a+2, 2b:2b+2]) for inference, with the block
-    computed as `_output_transform` computes it: tile (a, b) is that 2x2 max-pool window, so the full-size
-    y is never written. The max and ReLU are those of the max-pool and ReLU kernels (first maximum, NaN
-    wins; v <= 0 gives +0.0), so the result is bit-identical to the three separate passes (written as
-    selects, so the loop over tiles stays in SIMD lanes). Tiles of an odd last row or column are dropped,
-    as the floor-mode pool drops that row or column."""
+    """yp[s, o, a, b] = relu(max of the 2x2 block y[s, o, 2a:2a+2, 2b:2b+2]) for inference, with y computed
+    as `_output_transform` computes it: each 2x2 max-pool window lies inside one tile (a tile's mt x mt
+    outputs hold (mt/2)^2 windows), so the full-size y is never written. The max and ReLU are those of
+    the max-pool and ReLU kernels (first maximum, NaN wins; v <= 0 gives +0.0), so the result is
+    bit-identical to the three separate passes (written as selects, so the loop over tiles stays in
+    SIMD lanes). Windows of an odd last row or column are dropped, as the floor-mode pool drops them."""
     n, o, ph, pw = yp.shape
     zero = yp.dtype.type(0)
-    blocks = np.empty((4, m.shape[2]), dtype=yp.dtype)
+    mt = 2 if m.shape[0] == 16 else 4
+    hm = mt // 2                                   # windows per tile side
+    blocks = np.empty((mt * mt, m.shape[2]), dtype=yp.dtype)
+    pooled = np.empty((hm * hm, m.shape[2]), dtype=yp.dtype)
     for ch in range(o):
-        b0 = bias[ch] if has_bias else zero
-        _output_blocks(m, ch, b0, blocks)
-        for t in range(m.shape[2]):
-            best = blocks[0, t]
-            v = blocks[1, t]
-            best = v if (v > best) | (v != v) else best
-            v = blocks[2, t]
-            best = v if (v > best) | (v != v) else best
-            v = blocks[3, t]
-            best = v if (v > best) | (v != v) else best
-            blocks[0, t] = zero if best <= zero else best
+        _blocks_of_channel(m, ch, bias[ch] if has_bias else zero, blocks)
+        for wr in range(hm):
+            for wc in range(hm):
+                k0 = 2 * wr * mt + 2 * wc          # the window's top-left output in the tile
+                for t in range(m.shape[2]):
+                    best = blocks[k0, t]
+                    v = blocks[k0 + 1, t]
+                    best = v if (v > best) | (v != v) else best
+                    v = blocks[k0 + mt, t]
+                    best = v if (v > best) | (v != v) else best
+                    v = blocks[k0 + mt + 1, t]
+                    best = v if (v > best) | (v != v) else best
+                    pooled[wr * hm + wc, t] = zero if best <= zero else best
         for s in range(n):
             t0 = s * th * tw
             for a in range(ph):
                 for b in range(pw):
-                    yp[s, ch, a, b] = blocks[0, t0 + a * tw + b]
+                    yp[s, ch, a, b] = pooled[(a % hm) * hm + b % hm, t0 + (a // hm) * tw + b // hm]
 
 
 @njit(cache=True, nogil=True)
@@ -306,6 +326,40 @@ def _weight_grad_transform(du, dw, lo, hi):
                 dw[oc, ci, 0, col] = u0 + (u1 + u2) * 0.5
                 dw[oc, ci, 1, col] = (u1 - u2) * 0.5
                 dw[oc, ci, 2, col] = (u1 + u2) * 0.5 + u3
+
+
+# --------------------------------------------------------------------------- the two tile sizes
+# tile -> its kernels: weight transform, input transform, gradient-output transform, weight-gradient transform
+_KERNELS = {2: (_weight_transform, _input_transform, _grad_output_transform, _weight_grad_transform),
+            4: (_f4.weight_transform, _f4.input_transform, _f4.grad_output_transform, _f4.weight_grad_transform)}
+
+
+def _slab_count(tile):
+    """Elements of a transformed tile: (tile + 2)^2 (16 for F(2x2, 3x3), 36 for F(4x4, 3x3))."""
+    if tile not in _KERNELS:
+        raise ValueError(f"tile must be 2 or 4, got {tile!r}")
+    return (tile + 2) ** 2
+
+
+TILE = None   # None: `tile_for` chooses; 2 or 4: that tile size everywhere (benchmarks, tests)
+
+
+def tile_for(c, o, oh, ow) -> int:
+    """The output tile side for a convolution of c -> o channels with an oh x ow output: 4 where F(4x4,
+    3x3)'s tiles cover the output with at most 0.85x the transformed elements (hence GEMM work and V, M
+    traffic) of F(2x2, 3x3)'s and there are at least two of them per side, else 2.
+
+    Elements per sample are 36 ceil(oh/4) ceil(ow/4) against 16 ceil(oh/2) ceil(ow/2): 0.56x at 7, 8, 28,
+    0.74x at 14, 1.0x at 5 and 6 (no gain). 4x4 outputs (one 6x6 tile per sample) measured no faster:
+    512 x 512 kernels, batch 128, 1 thread: 61 ms either way; the 36 GEMMs of (512 x 512) U by only 128
+    tiles are bound by reading U. Channel counts do not enter: F(4x4, 3x3) won from 32 channels on
+    (32 x 28x28: 24.6 -> 19.5 ms forward, 1 thread). Measured by alternating the two tiles in one process
+    (`python benchmarks/winograd_ab.py --paths f2,f4 --shape N,C,O,H`); more in docs/kernels.md."""
+    if TILE is not None:
+        return TILE
+    f2 = 16 * -(-oh // 2) * -(-ow // 2)
+    f4 = 36 * -(-oh // 4) * -(-ow // 4)
+    return 4 if min(oh, ow) > 4 and f4 <= 0.85 * f2 else 2
 
 
 # --------------------------------------------------------------------------- worker threads
@@ -379,8 +433,8 @@ def run_spread(job, blocks) -> None:
 _SPREAD_ENOUGH = 8      # distinct 4 KiB offsets of the 16 slabs that need no spacing (`_slabs`)
 
 
-def _slabs(slot, rows, cols, dtype):
-    """A (16, rows, cols) workspace array (per thread, reused) for V, M, U or dU, with its 16 slabs moved apart
+def _slabs(slot, rows, cols, dtype, k=16):
+    """A (k, rows, cols) workspace array (per thread, reused) for V, M, U or dU, with its 16 slabs moved apart
     where a contiguous one would put them at fewer than 8 distinct offsets modulo 4 KiB.
 
     The transforms read or write all 16 slabs together, one element of each per tile, and addresses
@@ -399,9 +453,9 @@ def _slabs(slot, rows, cols, dtype):
     itemsize = np.dtype(dtype).itemsize
     slab = rows * cols * itemsize
     if 4096 // math.gcd(slab, 4096) >= _SPREAD_ENOUGH:
-        return _workspace.get(slot, (16, rows, cols), dtype)
+        return _workspace.get(slot, (k, rows, cols), dtype)
     step = (-(-slab // 4096) * 4096 + 256) // itemsize
-    return _workspace.get(slot, (16, step), dtype)[:, :rows * cols].reshape(16, rows, cols)
+    return _workspace.get(slot, (k, step), dtype)[:, :rows * cols].reshape(k, rows, cols)
 
 
 def _blocks(n, per_sample, block_bytes):
@@ -409,9 +463,15 @@ def _blocks(n, per_sample, block_bytes):
     return [(lo, min(n, lo + step)) for lo in range(0, n, step)]
 
 
-def _whole_by_default(o, c, itemsize, block_bytes):
-    """The whole schedule when the transformed weights U (16 x O x C) are larger than a block."""
-    return 16 * o * c * itemsize > (block_bytes or _BLOCK_BYTES)
+def _whole_by_default(o, c, itemsize, block_bytes, k=16, blocks_of_u=1):
+    """The whole schedule when the transformed weights U (k x O x C) are larger than `blocks_of_u` blocks.
+
+    The forward re-reads U for every block (from a cache level below L1 either way), which costs less
+    than the whole schedule's trip through memory up to two blocks' worth of U: F(4x4, 3x3) for 128 x
+    128 at 14x14 (U 2.4 MB; 1 / 2 threads, ms, blocked / whole) forward 42.6 / 48.3, 26.5 / 40.5. The
+    weight gradient keeps one partial dU per group of blocks, so there a block's worth is the limit
+    (same convolution: 72.9 / 47.2 at 1 thread)."""
+    return k * o * c * itemsize > blocks_of_u * (block_bytes or _BLOCK_BYTES)
 
 
 def _chunk_tiles(a, lo, hi, lo0, tiles):
@@ -426,7 +486,8 @@ def _split(lo, hi, parts):
     return list(zip(b[:-1], b[1:]))
 
 
-def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_pool=False, turned=False):
+def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_pool=False, turned=False,
+                   tile=None):
     """y (N, O, OH, OW) = conv2d(x, w, stride 1, `padding`, dilation 1, groups 1) (+ bias), w (O, C, 3, 3).
 
     turned: convolve with w'[c, o] = w[o, c, ::-1, ::-1] instead (w (C, O, 3, 3), O = w.shape[1]): the
@@ -434,6 +495,8 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_
 
     relu_pool (inference): return relu(max_pool2d(y, 2)) (N, O, OH // 2, OW // 2) instead, computed in
     the output transform (`_output_transform_relu_pool`), so y is never written.
+
+    tile: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3) (`cpu_numba_winograd4.py`); by default `tile_for` chooses.
 
     Two schedules, the same operations per tile (the GEMMs' sums may be ordered differently). Blocked
     (small weights): per block of samples, transforms and GEMMs from cache, blocks shared among
@@ -449,10 +512,12 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_
     o = w.shape[1] if turned else w.shape[0]
     ph, pw = padding
     oh, ow = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = -(-oh // 2), -(-ow // 2)
+    tile = tile or tile_for(c, o, oh, ow)
+    k, transform = _slab_count(tile), _KERNELS[tile][1]
+    th, tw = -(-oh // tile), -(-ow // tile)
     tiles = th * tw
     # a reused buffer: a fresh one would page-fault on first touch (8 ms for 512 x 512 kernels)
-    u = weight_transform(w, out=_slabs("wino_u", o, c, w.dtype), turned=turned)
+    u = weight_transform(w, out=_slabs("wino_u", o, c, w.dtype, k), turned=turned, tile=tile)
     has_bias = bias is not None
     b = np.ascontiguousarray(bias, dtype=x.dtype) if has_bias else np.zeros(1, dtype=x.dtype)
     if relu_pool:
@@ -461,17 +526,17 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_
     else:
         y = cpu_buffers.empty((n, o, oh, ow), x.dtype)
         finish = _output_transform
-    per_sample = 16 * (c + o) * tiles * x.itemsize
+    per_sample = k * (c + o) * tiles * x.itemsize
     if whole is None:
-        whole = _whole_by_default(o, c, x.itemsize, block_bytes)
+        whole = _whole_by_default(o, c, x.itemsize, block_bytes, k, blocks_of_u=2)
     if whole:
         for sl in batch_chunks(n, per_sample):
             lo0, t = sl.start, (sl.stop - sl.start) * tiles
-            v = _slabs("wino_v", c, t, x.dtype)
-            mm = _slabs("wino_m", o, t, x.dtype)
-            log_gemm(GemmCall(o, c, t, False, False, x.dtype.str, True, 16, False))
+            v = _slabs("wino_v", c, t, x.dtype, k)
+            mm = _slabs("wino_m", o, t, x.dtype, k)
+            log_gemm(GemmCall(o, c, t, False, False, x.dtype.str, True, k, False))
             parts = _split(sl.start, sl.stop, 4 * numba.get_num_threads())
-            _workers.run(lambda lo, hi: _input_transform(x[lo:hi], ph, pw, th, tw,
+            _workers.run(lambda lo, hi: transform(x[lo:hi], ph, pw, th, tw,
                                                          _chunk_tiles(v, lo, hi, lo0, tiles)), parts)
             np.matmul(u, v, out=mm)                             # every BLAS thread
             _workers.run(lambda lo, hi: finish(_chunk_tiles(mm, lo, hi, lo0, tiles), b, has_bias,
@@ -480,24 +545,24 @@ def conv2d_forward(x, w, padding, bias=None, block_bytes=None, whole=None, relu_
 
     def job(lo, hi):
         t = (hi - lo) * tiles
-        v = _slabs("wino_v", c, t, x.dtype)       # per-thread buffers
-        mm = _slabs("wino_m", o, t, x.dtype)
-        _input_transform(x[lo:hi], ph, pw, th, tw, v)
-        np.matmul(u, v, out=mm)                                 # the 16 GEMMs, one call
+        v = _slabs("wino_v", c, t, x.dtype, k)       # per-thread buffers
+        mm = _slabs("wino_m", o, t, x.dtype, k)
+        transform(x[lo:hi], ph, pw, th, tw, v)
+        np.matmul(u, v, out=mm)                                 # the k GEMMs, one call
         finish(mm, b, has_bias, th, tw, y[lo:hi])
 
     blocks = _blocks(n, per_sample, block_bytes)
     for lo, hi in blocks:     # for the GEMM floor of benchmarks/train_step.py
-        log_gemm(GemmCall(o, c, (hi - lo) * tiles, False, False, x.dtype.str, True, 16, True))
+        log_gemm(GemmCall(o, c, (hi - lo) * tiles, False, False, x.dtype.str, True, k, True))
     _workers.run(job, blocks)
     return y
 
 
-def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None):
+def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None, tile=None):
     """dx (N, C, H, W) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW): the forward
     convolution of gy with the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] and padding 2 - p."""
     return conv2d_forward(gy, w, (2 - padding[0], 2 - padding[1]), block_bytes=block_bytes, whole=whole,
-                          turned=True)
+                          turned=True, tile=tile)
 
 
 # Blocks' partial weight gradients are summed in this many fixed groups (each group's blocks in turn,
@@ -505,7 +570,7 @@ def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None):
 _DW_GROUPS = 8
 
 
-def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
+def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=None):
     """dW (O, C, 3, 3) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW).
 
     Backpropagation through the forward's formula: dM = A dY A^T per tile, dU[k] (O, C) = sum over
@@ -518,23 +583,25 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
     n, c, h, wd = x.shape
     o = gy.shape[1]
     ph, pw = padding
-    th, tw = -(-gy.shape[2] // 2), -(-gy.shape[3] // 2)
+    tile = tile or tile_for(c, o, gy.shape[2], gy.shape[3])
+    k, (_, transform, grad_transform, dw_transform) = _slab_count(tile), _KERNELS[tile]
+    th, tw = -(-gy.shape[2] // tile), -(-gy.shape[3] // tile)
     tiles = th * tw
-    per_sample = 16 * (c + o) * tiles * x.itemsize
+    per_sample = k * (c + o) * tiles * x.itemsize
     if whole is None:
-        whole = _whole_by_default(o, c, x.itemsize, block_bytes)
-    du = _slabs("wino_du", o, c, x.dtype)
+        whole = _whole_by_default(o, c, x.itemsize, block_bytes, k)
+    du = _slabs("wino_du", o, c, x.dtype, k)
     if whole:
-        part = _slabs("wino_part", o, c, x.dtype)
+        part = _slabs("wino_part", o, c, x.dtype, k)
         for sl in batch_chunks(n, per_sample):
             lo0, t = sl.start, (sl.stop - sl.start) * tiles
-            v = _slabs("wino_v", c, t, x.dtype)
-            dm = _slabs("wino_m", o, t, x.dtype)
-            log_gemm(GemmCall(o, t, c, False, True, x.dtype.str, True, 16, False))
+            v = _slabs("wino_v", c, t, x.dtype, k)
+            dm = _slabs("wino_m", o, t, x.dtype, k)
+            log_gemm(GemmCall(o, t, c, False, True, x.dtype.str, True, k, False))
 
             def transforms(lo, hi):
-                _input_transform(x[lo:hi], ph, pw, th, tw, _chunk_tiles(v, lo, hi, lo0, tiles))
-                _grad_output_transform(gy[lo:hi], th, tw, _chunk_tiles(dm, lo, hi, lo0, tiles))
+                transform(x[lo:hi], ph, pw, th, tw, _chunk_tiles(v, lo, hi, lo0, tiles))
+                grad_transform(gy[lo:hi], th, tw, _chunk_tiles(dm, lo, hi, lo0, tiles))
             _workers.run(transforms, _split(sl.start, sl.stop, 4 * numba.get_num_threads()))
             np.matmul(dm, v.transpose(0, 2, 1), out=part if sl.start else du)     # every BLAS thread
             if sl.start:
@@ -542,21 +609,21 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
     else:
         blocks = _blocks(n, per_sample, block_bytes)
         groups = _split(0, len(blocks), _DW_GROUPS)
-        partial = [_slabs(f"wino_du{g}", o, c, x.dtype) for g in range(len(groups))]
+        partial = [_slabs(f"wino_du{g}", o, c, x.dtype, k) for g in range(len(groups))]
         for lo, hi in blocks:
-            log_gemm(GemmCall(o, (hi - lo) * tiles, c, False, True, x.dtype.str, True, 16, True))
+            log_gemm(GemmCall(o, (hi - lo) * tiles, c, False, True, x.dtype.str, True, k, True))
 
         def group(g0, g1):
             for g in range(g0, g1):
                 acc = partial[g]
-                part = _slabs("wino_part", o, c, x.dtype)
+                part = _slabs("wino_part", o, c, x.dtype, k)
                 for bi in range(*groups[g]):
                     lo, hi = blocks[bi]
                     t = (hi - lo) * tiles
-                    v = _slabs("wino_v", c, t, x.dtype)       # per-thread buffers
-                    dm = _slabs("wino_m", o, t, x.dtype)
-                    _input_transform(x[lo:hi], ph, pw, th, tw, v)
-                    _grad_output_transform(gy[lo:hi], th, tw, dm)
+                    v = _slabs("wino_v", c, t, x.dtype, k)       # per-thread buffers
+                    dm = _slabs("wino_m", o, t, x.dtype, k)
+                    transform(x[lo:hi], ph, pw, th, tw, v)
+                    grad_transform(gy[lo:hi], th, tw, dm)
                     np.matmul(dm, v.transpose(0, 2, 1), out=acc if bi == groups[g][0] else part)
                     if bi != groups[g][0]:
                         acc += part
@@ -565,5 +632,5 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None):
         for g in range(len(groups)):
             du += partial[g]
     dw = np.empty((o, c, 3, 3), dtype=x.dtype)
-    _workers.run(lambda lo, hi: _weight_grad_transform(du, dw, lo, hi), _row_blocks(o, c))
+    _workers.run(lambda lo, hi: dw_transform(du, dw, lo, hi), _row_blocks(o, c))
     return dw
