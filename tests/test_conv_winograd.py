@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 import tinycnn
 import tinycnn.nn.functional as F
-from tinycnn.backends import cpu_numba as NB
 from tinycnn.backends import cpu_numba_winograd as W
 from tinycnn.backends import cpu_numpy as NP
 
@@ -62,7 +61,7 @@ def test_winograd_is_as_accurate_as_im2col_in_float32(tile, factor):
     w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
     ref = _reference(x, w, (1, 1))
     err_w = np.abs(W.conv2d_forward(x, w, (1, 1), tile=tile) - ref).max()
-    err_i = np.abs(NB.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1, keep={}) - ref).max()
+    err_i = np.abs(NP.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1) - ref).max()     # im2col + one GEMM
     assert err_w <= factor * err_i
 
 
@@ -364,12 +363,15 @@ def test_spaced_slabs_change_no_bit(whole, tile, monkeypatch):
     np.testing.assert_allclose(spaced[0], _reference(x, w, (1, 1)), rtol=1e-4, atol=1e-3)
 
 
-def test_tile_size_follows_the_output_size():
-    """F(4x4, 3x3) where its 36-element tiles cover the output with at most 0.85x the transformed elements
-    of F(2x2, 3x3)'s 16-element ones and the output has at least two of its tiles per side; else F(2x2, 3x3)
-    (4x4 outputs: one tile per sample, measured no faster; 5x5 and 6x6: no fewer elements)."""
-    assert [W.tile_for(64, 64, s, s) for s in (1, 2, 3, 4, 5, 6, 7, 8, 14, 28)] == [2] * 6 + [4] * 4
-    assert W.tile_for(64, 64, 28, 4) == 2 and W.tile_for(64, 64, 9, 10) == 4
+def test_tile_size_follows_the_output_size_and_channels():
+    """F(4x4, 3x3) where its 36-element tiles cover the output with at most 0.6x the transformed elements of
+    F(2x2, 3x3)'s 16-element ones, or at most 0.85x with c o / (c + o) >= 48 channels; 4x4 outputs and
+    smaller (one tile per sample), 5x5 and 6x6 (no fewer elements): F(2x2, 3x3)."""
+    assert [W.tile_for(64, 64, s, s) for s in (1, 2, 3, 4, 5, 6, 7, 8, 12, 28)] == [2] * 6 + [4] * 4
+    assert W.tile_for(512, 512, 4, 4) == 2 and W.tile_for(512, 512, 6, 6) == 2
+    assert W.tile_for(64, 64, 14, 14) == 2 and W.tile_for(32, 64, 14, 14) == 2     # r = 0.74, few channels
+    assert W.tile_for(96, 96, 14, 14) == 4 and W.tile_for(128, 128, 14, 14) == 4   # r = 0.74, c o / (c + o) >= 48
+    assert W.tile_for(64, 64, 28, 4) == 2 and W.tile_for(8, 8, 28, 28) == 4
 
 
 def test_tile_override_and_bad_tile(monkeypatch):

@@ -345,21 +345,26 @@ TILE = None   # None: `tile_for` chooses; 2 or 4: that tile size everywhere (ben
 
 
 def tile_for(c, o, oh, ow) -> int:
-    """The output tile side for a convolution of c -> o channels with an oh x ow output: 4 where F(4x4,
-    3x3)'s tiles cover the output with at most 0.85x the transformed elements (hence GEMM work and V, M
-    traffic) of F(2x2, 3x3)'s and there are at least two of them per side, else 2.
+    """The output tile side for a convolution of c -> o channels with an oh x ow output: 4 (F(4x4, 3x3))
+    where its tiles cut the transformed elements per sample enough to pay for their costlier transforms,
+    else 2.
 
-    Elements per sample are 36 ceil(oh/4) ceil(ow/4) against 16 ceil(oh/2) ceil(ow/2): 0.56x at 7, 8, 28,
-    0.74x at 14, 1.0x at 5 and 6 (no gain). 4x4 outputs (one 6x6 tile per sample) measured no faster:
-    512 x 512 kernels, batch 128, 1 thread: 61 ms either way; the 36 GEMMs of (512 x 512) U by only 128
-    tiles are bound by reading U. Channel counts do not enter: F(4x4, 3x3) won from 32 channels on
-    (32 x 28x28: 24.6 -> 19.5 ms forward, 1 thread). Measured by alternating the two tiles in one process
-    (`python benchmarks/winograd_ab.py --paths f2,f4 --shape N,C,O,H`); more in docs/kernels.md."""
+    Elements per sample (GEMM columns, and V, M traffic) are 36 ceil(oh/4) ceil(ow/4) for F(4x4, 3x3)
+    against 16 ceil(oh/2) ceil(ow/2): a ratio r of 0.56 at 7, 8, 11, 12, 15, 16, ..., 28; 0.74 at 14;
+    1.0 at 5 and 6. The GEMMs gain 1/r; the transforms, whose work per element is larger for 6x6 tiles,
+    gain less, so the channels decide where r is middling: c o / (c + o) (GEMM work over transform work
+    per element) of at least 48. 4x4 outputs (one tile per sample) measured no faster. Measured (batch
+    128, 1 thread, forward / backward-data / weight gradient, F(4x4) over F(2x2) time; `python
+    benchmarks/winograd_ab.py --paths f2,f4 --shape 128,C,O,H`): r = 0.56: 32 x 32 at 28x28 0.79 / 0.85 /
+    0.85, 64 x 64 at 28 0.77 / 0.77 / 0.76, 64 -> 128 at 7 0.75 / 0.75 / 0.84, 256 x 256 at 7 0.81 / 0.78
+    / 0.75; r = 0.74 at 14x14: 128 x 128 (c o / (c + o) = 64) 0.76 / 0.80 / 1.06, 64 x 64 (32) 0.96 / 0.95
+    / 0.99, 32 -> 64 (21) 1.17 / 1.12 / 1.05; 512 x 512 at 4x4 1.00 / 0.98 / 1.02."""
     if TILE is not None:
         return TILE
-    f2 = 16 * -(-oh // 2) * -(-ow // 2)
-    f4 = 36 * -(-oh // 4) * -(-ow // 4)
-    return 4 if min(oh, ow) > 4 and f4 <= 0.85 * f2 else 2
+    if min(oh, ow) <= 4:
+        return 2
+    r = 36 * -(-oh // 4) * -(-ow // 4) / (16 * -(-oh // 2) * -(-ow // 2))
+    return 4 if r <= 0.6 or (r <= 0.85 and c * o >= 48 * (c + o)) else 2
 
 
 # --------------------------------------------------------------------------- worker threads
