@@ -85,7 +85,7 @@ def weight_transform(w, out=None, turned=False, tile=2):
     """U (16, O, C): U[4i + j, o, c] = (G w[o, c] G^T)[i, j], computed in float64 then rounded once
     (tile 4: U (36, O, C) of F(4x4, 3x3), U[6i + j]).
 
-    turned: U (16, C, O) of the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] (backward-data's), read
+    turned: U (16 or 36, C, O) of the turned kernel w'[c, o] = w[o, c, ::-1, ::-1] (backward-data's), read
     straight from w without making w'. Rows of U are shared among the worker threads (each row's
     arithmetic is the same whichever thread runs it): for 512 x 512 kernels one thread took 12 ms, a
     quarter of the forward convolution at 4x4 (2 threads, batch 128).
@@ -439,8 +439,8 @@ _SPREAD_ENOUGH = 8      # distinct 4 KiB offsets of the 16 slabs that need no sp
 
 
 def _slabs(slot, rows, cols, dtype, k=16):
-    """A (k, rows, cols) workspace array (per thread, reused) for V, M, U or dU, with its 16 slabs moved apart
-    where a contiguous one would put them at fewer than 8 distinct offsets modulo 4 KiB.
+    """A (k, rows, cols) workspace array (per thread, reused) for V, M, U or dU, with its k slabs (16 or 36)
+    moved apart where contiguous ones would put them at fewer than 8 distinct offsets modulo 4 KiB.
 
     The transforms read or write all 16 slabs together, one element of each per tile, and addresses
     equal modulo 4 KiB share L1 cache sets: 16 streams at one or a few such offsets thrash them. That is
@@ -473,9 +473,9 @@ def _whole_by_default(o, c, itemsize, block_bytes, k=16, blocks_of_u=1):
 
     The forward re-reads U for every block (from a cache level below L1 either way), which costs less
     than the whole schedule's trip through memory up to two blocks' worth of U: F(4x4, 3x3) for 128 x
-    128 at 14x14 (U 2.4 MB; 1 / 2 threads, ms, blocked / whole) forward 42.6 / 48.3, 26.5 / 40.5. The
-    weight gradient keeps one partial dU per group of blocks, so there a block's worth is the limit
-    (same convolution: 72.9 / 47.2 at 1 thread)."""
+    128 at 14x14 (U 2.4 MB; ms, blocked / whole) forward 42.5 / 63.3 at 1 thread, 21.7 / 34.2 at 2. The
+    weight gradient keeps one partial dU per group of blocks and gained nothing from blocking there
+    (58.2 / 60.8, 34.7 / 34.2), so it keeps the one-block limit."""
     return k * o * c * itemsize > blocks_of_u * (block_bytes or _BLOCK_BYTES)
 
 
