@@ -116,6 +116,25 @@ def test_max_pool2d_propagates_nan(cpu_family):
     np.testing.assert_array_equal(y, ty)            # NaNs compare equal in assert_array_equal
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_max_pool_2x2_select_kernel_matches_the_general_scan(dtype):
+    """The 2x2 / stride-2 kernel finds value and argmax with selects (max first, then the first tap equal
+    to it, or the last NaN); the general kernel scans with branches. Windows full of ties, +-0.0, +-inf
+    and one to four NaNs must give the same values (bit for bit) and indices in both."""
+    from tinycnn.backends import cpu_numba
+    rng = np.random.default_rng(7)
+    palette = np.array([-np.inf, -1.0, -0.0, 0.0, 1.0, np.inf, np.nan])
+    x = rng.choice(palette, size=(6, 5, 12, 10)).astype(dtype)
+    x[0] = rng.standard_normal((5, 12, 10))          # and plain random-sign data
+    y_fast, i_fast = np.empty((6, 5, 6, 5), dtype), np.empty((6, 5, 6, 5), np.int32)
+    y_scan, i_scan = np.empty_like(y_fast), np.empty_like(i_fast)
+    cpu_numba._max_pool_2x2_fwd(x, y_fast, i_fast)
+    cpu_numba._max_pool_fwd(x, 2, 2, 2, 2, 0, 0, y_scan, i_scan)
+    assert np.isnan(y_scan).any() and (np.isnan(x).reshape(6, 5, 6, 2, 5, 2).sum(axis=(3, 5)) >= 2).any()
+    assert np.array_equal(y_fast.view(np.uint8), y_scan.view(np.uint8))      # bits: -0.0 and NaN too
+    np.testing.assert_array_equal(i_fast, i_scan)
+
+
 @pytest.mark.parametrize("fn,opts", [
     (F.max_pool2d, dict(kernel_size=3, stride=2, padding=1)),
     (F.max_pool2d, dict(kernel_size=2, stride=1)),

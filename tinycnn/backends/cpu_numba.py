@@ -284,16 +284,14 @@ def _direct_fwd_s1(xp, w, bias, has_bias, dh, dw, y, taps9, relu_pool):
                     r1 = r0 + wp
                     for b in range(ow // 2):
                         q = 2 * b
+                        # selects, not branches: on random-sign data a branch mispredicts every other window
                         best = wide[r0 + q]
                         v = wide[r0 + q + 1]
-                        if v > best or np.isnan(v):
-                            best = v
+                        best = v if (v > best) | (v != v) else best
                         v = wide[r1 + q]
-                        if v > best or np.isnan(v):
-                            best = v
+                        best = v if (v > best) | (v != v) else best
                         v = wide[r1 + q + 1]
-                        if v > best or np.isnan(v):
-                            best = v
+                        best = v if (v > best) | (v != v) else best
                         y[s, oc, a, b] = zero if best <= zero else best
             else:
                 for a in range(oh):
@@ -748,7 +746,14 @@ def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, idx):
 
 @njit(parallel=True, **_jit)
 def _max_pool_2x2_fwd(x, y, idx):
-    """The reference CNN's case (2x2 window, stride 2, no padding) without bounds checks."""
+    """The reference CNN's case (2x2 window, stride 2, no padding) without bounds checks.
+
+    The same result as `_max_pool_fwd`'s scan (the first of tied maxima; with NaNs the last NaN, which
+    the scan takes as it meets it), written as selects so the loop has no data-dependent branch: with
+    branches, random-sign inputs mispredicted about every other window (13.7 ms against 3.8 for
+    128 x 32 x 28x28 on a Zen 3 core). The argmax is found after the max: the first tap equal to it,
+    or with a NaN max the last NaN tap.
+    """
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     for job in prange(n * c):
@@ -756,25 +761,26 @@ def _max_pool_2x2_fwd(x, y, idx):
         ch = job - s * c
         xp = x[s, ch]
         for a in range(oh):
-            r = 2 * a
+            row0, row1 = xp[2 * a], xp[2 * a + 1]
+            yr, ir = y[s, ch, a], idx[s, ch, a]
+            base = 2 * a * w
             for b in range(ow):
                 q = 2 * b
-                best = xp[r, q]
-                arg = r * w + q
-                v = xp[r, q + 1]
-                if v > best or np.isnan(v):
-                    best = v
-                    arg = r * w + q + 1
-                v = xp[r + 1, q]
-                if v > best or np.isnan(v):
-                    best = v
-                    arg = (r + 1) * w + q
-                v = xp[r + 1, q + 1]
-                if v > best or np.isnan(v):
-                    best = v
-                    arg = (r + 1) * w + q + 1
-                y[s, ch, a, b] = best
-                idx[s, ch, a, b] = arg
+                x0, x1, x2, x3 = row0[q], row0[q + 1], row1[q], row1[q + 1]
+                best = x0
+                best = x1 if (x1 > best) | (x1 != x1) else best
+                best = x2 if (x2 > best) | (x2 != x2) else best
+                best = x3 if (x3 > best) | (x3 != x3) else best
+                yr[b] = best
+                k_eq = w + 1
+                k_eq = w if x2 == best else k_eq
+                k_eq = 1 if x1 == best else k_eq
+                k_eq = 0 if x0 == best else k_eq
+                k_nan = 0
+                k_nan = 1 if x1 != x1 else k_nan
+                k_nan = w if x2 != x2 else k_nan
+                k_nan = w + 1 if x3 != x3 else k_nan
+                ir[b] = base + q + (k_nan if best != best else k_eq)
 
 
 @njit(parallel=True, **_jit)
