@@ -170,10 +170,11 @@ def _tables(results: dict, report) -> str:
     v = m["versions"]
     blas = m["blas"].get("numpy_blas", {})
     blas_name = blas.get("name", "?") + " " + str(blas.get("version", "")) if isinstance(blas, dict) else "?"
+    cpu = f"{m['cpu']} ({m['simd']})" if m.get("simd") else m["cpu"]
     parts = [
         f"{results.get('command') or 'tinycnn.bench.run'} ({results['suite']} suite), {results['started']}, "
         f"{results['seconds']:.0f} s",
-        f"machine: {m['cpu']}, {m['usable_cores']} cores, GPU: {m['gpu'] or 'none'}; BLAS: {blas_name}; "
+        f"machine: {cpu}, {m['usable_cores']} cores, GPU: {m['gpu'] or 'none'}; BLAS: {blas_name}; "
         f"threads: torch {m.get('torch_threads')}, numba {m.get('numba_threads')}",
         f"versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"load average at start/end: {results['loadavg_start'][0]:.1f} / {results['loadavg_end'][0]:.1f}",
