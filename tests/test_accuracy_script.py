@@ -17,6 +17,7 @@ def test_reuse_summarises_run_directories(tmp_path):
         wall = {"wall_seconds": 12.5 + seed, "conditions": "a test"}
         if seed == 0:
             wall["command"] = "python -m tinycnn train --dataset synthetic (code of commit abc1234)"
+            wall["cpu"] = "Some CPU (AVX2), 2 cores"
         (out / "wall.json").write_text(json.dumps(wall))
     md = tmp_path / "results.md"
     res = subprocess.run([sys.executable, "examples/accuracy.py", "--reuse", "--datasets", "synthetic", "--seeds",
@@ -28,7 +29,8 @@ def test_reuse_summarises_run_directories(tmp_path):
     assert "do not edit by hand" in text
     assert f"| synthetic | 0 | {aucs[0]:.4f} |" in text and f"| synthetic | 1 | {aucs[1]:.4f} |" in text
     # members, EMA decay (the small-set recipe: 1 - 1/10), test-time flips (its hflip), epochs (recipe), wall,
-    # code commit, conditions
+    # code commit, CPU, conditions
     assert "| 1 | 0.9 | hflip | 1 (1) |" in text
-    assert "| 12 | abc1234 | a test |" in text and "| 14 | - | a test |" in text
+    assert "| 12 | abc1234 | Some CPU (AVX2), 2 cores | a test |" in text
+    assert "| 14 | - | not recorded | a test |" in text
     assert "| 13 (14) |" in text   # mean (max) wall

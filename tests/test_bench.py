@@ -97,6 +97,17 @@ def _finite_numbers(obj):
     return not isinstance(obj, float) or math.isfinite(obj)
 
 
+@pytest.mark.parametrize("flags,want", [("fpu sse4_2 avx avx2 fma avx512f avx512bw", "AVX-512"),
+                                         ("fpu sse4_2 avx avx2 fma", "AVX2"), ("fpu sse4_2 avx", "AVX"),
+                                         ("fpu sse2", "")])
+def test_simd_names_the_widest_vector_extension(tmp_path, flags, want):
+    from tinycnn.bench.machine import _simd
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert _simd(str(info)) == want
+    assert _simd(str(tmp_path / "missing")) == ""
+
+
 def test_quick_ops_run_writes_json_table_and_png(tmp_path):
     pytest.importorskip("torch")
     res = bench.run(quick=True, out_dir=tmp_path, sections=("ops",),
@@ -107,7 +118,7 @@ def test_quick_ops_run_writes_json_table_and_png(tmp_path):
     for key in ("machine", "ceilings", "ops", "loadavg_start", "seconds"):
         assert key in data
     assert data["ceilings"]["gemm_gflops"] > 0 and data["ceilings"]["bandwidth_gbps"] > 0
-    assert {"cpu", "usable_cores", "versions", "blas"} <= set(data["machine"])
+    assert {"cpu", "simd", "usable_cores", "versions", "blas"} <= set(data["machine"])
     ops = {r["op"] for r in data["ops"]}
     assert ops == {"max_pool2d_backward", "cross_entropy_forward"}
     for rec in data["ops"]:

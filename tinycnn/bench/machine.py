@@ -30,12 +30,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _simd() -> str:
+def _simd(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The widest x86 vector extension the CPU reports ("AVX-512", "AVX2", ...), or "" when unknown. The
     model name alone can hide it: cloud machines sold as "AMD EPYC" came with and without AVX-512, and
     the same code ran 1.5-2x apart on them."""
     try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
+        with open(cpuinfo, encoding="utf-8") as f:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
