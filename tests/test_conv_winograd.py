@@ -301,8 +301,16 @@ def test_thread_count_does_not_change_results(which, tile):
     assert len(W._blocks(16, (tile + 2) ** 2 * (8 + 12) * tiles * 4, 40_000)) > 2
     for whole, (one, two) in outs.items():
         np.testing.assert_array_equal(one, two, err_msg=f"whole={whole}")
-    # the two schedules run the same operations on each tile: the GEMM's sums may be ordered differently
-    np.testing.assert_allclose(outs[True][0], outs[False][0], rtol=1e-4, atol=1e-4)
+    # the two schedules run the same operations on each tile, but the GEMMs' sums may be ordered differently
+    # (BLAS kernels differ by CPU): each is within its rounding bound of the exact result, so they are
+    # within twice that of each other (a fixed 1e-4 failed for F(4x4)'s weight gradient on an AVX2 CPU)
+    if which == "forward":
+        bound = _bound(x, w, (1, 1), np.float32, tile)
+    else:
+        absolute = NP.conv2d_backward_weight(np.abs(gy).astype(np.float64), np.abs(x).astype(np.float64),
+                                             w.shape, (1, 1), (1, 1), (1, 1), 1)
+        bound = {2: 64, 4: 512}[tile] * np.finfo(np.float32).eps * absolute
+    assert (np.abs(outs[True][0].astype(np.float64) - outs[False][0]) <= 2 * bound).all()
 
 
 @pytest.mark.parametrize("tile", TILES, ids=["F2", "F4"])
