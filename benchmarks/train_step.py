@@ -526,8 +526,8 @@ def main(argv=None) -> int:
 
     threads = [int(t) for t in args.threads.split(",") if t.strip()]
     sys.path.insert(0, str(ROOT))
-    from tinycnn.bench.machine import _cpu_model, _simd   # the CPU's name hides whether it has AVX-512
-    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {_cpu_model()} ({_simd() or '?'}), "
+    from tinycnn.bench.machine import cpu_label   # the CPU's name alone hides whether it has AVX-512
+    print(f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, {cpu_label()}, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
     out = [_report(_measure(n, args.reps, args.warmup, args.batch, args.gap, args.same_process, args.lead,
                             args.model))

@@ -52,9 +52,8 @@ def run_once(name, seed, out, data_dir, conditions):
 
 def _cpu() -> str:
     """'AMD EPYC (AVX2), 2 cores': the model name alone hides the vector width, which moves speed 1.5-2x."""
-    from tinycnn.bench.machine import _cpu_model, _simd   # noqa: PLC0415
-    simd = _simd()
-    return f"{_cpu_model()}{f' ({simd})' if simd else ''}, {len(os.sched_getaffinity(0))} cores"
+    from tinycnn.bench.machine import cpu_label   # noqa: PLC0415
+    return f"{cpu_label()}, {len(os.sched_getaffinity(0))} cores"
 
 
 def read_run(out):

@@ -16,7 +16,7 @@ from contextlib import redirect_stdout
 
 import numpy as np
 
-__all__ = ["machine_info", "gemm_peak", "memory_bandwidth", "set_threads"]
+__all__ = ["machine_info", "cpu_label", "gemm_peak", "memory_bandwidth", "set_threads"]
 
 
 def _cpu_model() -> str:
@@ -46,6 +46,12 @@ def _simd(cpuinfo: str = "/proc/cpuinfo") -> str:
     except OSError:
         pass
     return ""
+
+
+def cpu_label() -> str:
+    """The CPU's model name with its vector extension, e.g. "AMD EPYC (AVX2)", for report headers."""
+    simd = _simd()
+    return f"{_cpu_model()} ({simd})" if simd else _cpu_model()
 
 
 def _blas_info() -> dict:
