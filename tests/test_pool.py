@@ -128,11 +128,18 @@ def test_max_pool_2x2_select_kernel_matches_the_general_scan(dtype):
     x[0] = rng.standard_normal((5, 12, 10))          # and plain random-sign data
     y_fast, i_fast = np.empty((6, 5, 6, 5), dtype), np.empty((6, 5, 6, 5), np.int32)
     y_scan, i_scan = np.empty_like(y_fast), np.empty_like(i_fast)
-    cpu_numba._max_pool_2x2_fwd(x, y_fast, i_fast)
-    cpu_numba._max_pool_fwd(x, 2, 2, 2, 2, 0, 0, y_scan, i_scan)
+    cpu_numba._max_pool_2x2_fwd(x, y_fast, i_fast, False)
+    cpu_numba._max_pool_fwd(x, 2, 2, 2, 2, 0, 0, y_scan, i_scan, False)
     assert np.isnan(y_scan).any() and (np.isnan(x).reshape(6, 5, 6, 2, 5, 2).sum(axis=(3, 5)) >= 2).any()
     assert np.array_equal(y_fast.view(np.uint8), y_scan.view(np.uint8))      # bits: -0.0 and NaN too
     np.testing.assert_array_equal(i_fast, i_scan)
+    # relu=True: the same indices, and max(y, 0) by ReLU's rule (v <= 0 -> +0.0, NaN kept), in both kernels
+    relu = np.where(y_scan <= 0, dtype(0), y_scan)
+    for fn, args in ((cpu_numba._max_pool_2x2_fwd, ()), (cpu_numba._max_pool_fwd, (2, 2, 2, 2, 0, 0))):
+        y_r, i_r = np.empty_like(y_fast), np.empty_like(i_fast)
+        fn(x, *args, y_r, i_r, True)
+        assert np.array_equal(y_r.view(np.uint8), relu.view(np.uint8))
+        np.testing.assert_array_equal(i_r, i_scan)
 
 
 @pytest.mark.parametrize("fn,opts", [
@@ -187,10 +194,10 @@ def test_reference_cnn_maxpool_shapes_match_torch(shape, cpu_family):
 
 
 # ---------------------------------------------------------------------- ReLU then max-pool as one op
-def _relu_pool_both(xa, k, s, p):
+def _relu_pool_both(xa, k, s, p, g=None):
     """(y, dx) of relu then max_pool2d, separately and through ops.pool.relu_max_pool2d."""
     from tinycnn.ops.pool import relu_max_pool2d
-    outs, g = [], None
+    outs = []
     for fused in (False, True):
         x = Tensor(xa.copy(), requires_grad=True)
         y = relu_max_pool2d(x, k, s, p) if fused else F.max_pool2d(F.relu(x), k, s, p)
@@ -204,7 +211,7 @@ def _relu_pool_both(xa, k, s, p):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), ((2, 3), (1, 2), (1, 0))])
 @pytest.mark.parametrize("values", ["normal", "ties", "special"])
-def test_relu_max_pool_is_bit_identical_to_relu_then_max_pool(dtype, k, s, p, values):
+def test_relu_max_pool_is_bit_identical_to_relu_then_max_pool(dtype, k, s, p, values, cpu_family):
     rng = np.random.default_rng(0)
     shape = (3, 4, 9, 8)
     if values == "normal":
@@ -224,10 +231,24 @@ def test_relu_max_pool_is_bit_identical_to_relu_then_max_pool(dtype, k, s, p, va
     np.testing.assert_array_equal(dx1, dx0)
 
 
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (2, 3, 1)], ids=["disjoint", "overlapping", "gaps"])
+def test_relu_max_pool_backward_special_gradients_bit_identical(k, s, p, cpu_family):
+    """Gradients of -0.0, +-inf and NaN, on windows whose output is 0 and > 0: the fused backward (which
+    stores 0 + g where windows do not overlap, and adds where they do) gives the bits of the two passes."""
+    rng = np.random.default_rng(5)
+    xa = rng.standard_normal((2, 3, 9, 10)).astype(np.float32)
+    n_out = (9 + 2 * p - k) // s + 1, (10 + 2 * p - k) // s + 1
+    g = rng.choice(np.array([-0.0, 0.0, np.inf, -np.inf, np.nan, 1.5, -2.0], np.float32), size=(2, 3) + n_out)
+    (y0, dx0), (y1, dx1) = _relu_pool_both(xa, k, s, p, g=g)
+    assert (y0 == 0).any() and (y0 > 0).any()
+    assert np.array_equal(dx1.view(np.uint32), dx0.view(np.uint32))
+
+
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(2, 11), w=st.integers(2, 11),
        k=st.integers(1, 3), s=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_relu_max_pool_property_any_shape(n, c, h, w, k, s, seed):
+    """Through the Numba kernels (the default family; the fixture cannot wrap a hypothesis test)."""
     k = min(k, h, w)
     p = k // 2 if seed % 2 else 0
     xa = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)

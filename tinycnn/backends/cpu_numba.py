@@ -33,8 +33,8 @@ from .cpu_numpy import batch_chunks, conv_out_size, get_im2col_cap_bytes, matmul
 _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP workers sleep
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-           "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
-           "avg_pool2d_backward"]
+           "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "relu_max_pool2d_forward",
+           "relu_max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
 
@@ -712,9 +712,11 @@ register("conv2d_backward_weight", "numba")(conv2d_backward_weight)
 
 # --------------------------------------------------------------------------- pooling
 @njit(parallel=True, **_jit)
-def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, idx):
+def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, idx, relu):
+    """y = each window's max (relu: max(that, 0), `_relu_fwd`'s rule), idx = its argmax (module docstring)."""
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
     for job in prange(n * c):
         s = job // c
         ch = job - s * c
@@ -740,22 +742,23 @@ def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, idx):
                             arg = r * w + q
                         elif arg < 0:
                             arg = r * w + q
-                y[s, ch, a, b] = best
+                y[s, ch, a, b] = zero if relu and best <= zero else best
                 idx[s, ch, a, b] = arg
 
 
 @njit(parallel=True, **_jit)
-def _max_pool_2x2_fwd(x, y, idx):
+def _max_pool_2x2_fwd(x, y, idx, relu):
     """The reference CNN's case (2x2 window, stride 2, no padding) without bounds checks.
 
     The same result as `_max_pool_fwd`'s scan (the first of tied maxima; with NaNs the last NaN, which
     the scan takes as it meets it), written as selects so the loop has no data-dependent branch: with
     branches, random-sign inputs mispredicted about every other window (13.7 ms against 3.8 for
     128 x 32 x 28x28 on a Zen 3 core). The argmax is found after the max: the first tap equal to it,
-    or with a NaN max the last NaN tap.
+    or with a NaN max the last NaN tap. relu: y = max(window max, 0) (`_relu_fwd`'s rule), idx unchanged.
     """
     n, c, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    zero = y.dtype.type(0)
     for job in prange(n * c):
         s = job // c
         ch = job - s * c
@@ -771,7 +774,7 @@ def _max_pool_2x2_fwd(x, y, idx):
                 best = x1 if (x1 > best) | (x1 != x1) else best
                 best = x2 if (x2 > best) | (x2 != x2) else best
                 best = x3 if (x3 > best) | (x3 != x3) else best
-                yr[b] = best
+                yr[b] = zero if relu and best <= zero else best
                 k_eq = w + 1
                 k_eq = w if x2 == best else k_eq
                 k_eq = 1 if x1 == best else k_eq
@@ -784,11 +787,15 @@ def _max_pool_2x2_fwd(x, y, idx):
 
 
 @njit(parallel=True, **_jit)
-def _max_pool_bwd(gy, idx, dx):
-    """dx plane = 0, then each window's gradient added at its argmax (a plane belongs to one thread)."""
+def _max_pool_bwd(gy, idx, dx, y, relu):
+    """dx plane = 0, then each window's gradient added at its argmax (a plane belongs to one thread).
+
+    relu (the backward of relu(max_pool2d)): the gradient of a window whose output y <= 0 is 0, chosen
+    as `_relu_bwd` chooses it (a select), so the sums equal those of the two backward passes in turn."""
     n, c = dx.shape[0], dx.shape[1]
     hw = dx.shape[2] * dx.shape[3]
     npix = gy.shape[2] * gy.shape[3]
+    zero = gy.dtype.type(0)
     for job in prange(n * c):
         s = job // c
         ch = job - s * c
@@ -796,8 +803,34 @@ def _max_pool_bwd(gy, idx, dx):
         plane[:] = 0
         g = gy[s, ch].reshape(npix)
         k = idx[s, ch].reshape(npix)
+        if relu:
+            out = y[s, ch].reshape(npix)
+            for p in range(npix):
+                plane[k[p]] += zero if out[p] <= zero else g[p]
+        else:
+            for p in range(npix):
+                plane[k[p]] += g[p]
+
+
+@njit(parallel=True, **_jit)
+def _max_pool_bwd_disjoint(gy, idx, dx, y, relu):
+    """`_max_pool_bwd` for windows that do not overlap (stride >= kernel): each gradient is stored (as
+    0 + g, the scatter's sum, so -0.0 becomes +0.0) instead of added, which saves a load and an add per
+    window (128 x 32 x 28x28, ReLU fused: 4.2 -> 3.4 ms at 1 thread, 2.5 -> 2.1 at 2)."""
+    n, c = dx.shape[0], dx.shape[1]
+    hw = dx.shape[2] * dx.shape[3]
+    npix = gy.shape[2] * gy.shape[3]
+    zero = gy.dtype.type(0)
+    for job in prange(n * c):
+        s = job // c
+        ch = job - s * c
+        plane = dx[s, ch].reshape(hw)
+        plane[:] = 0
+        g = gy[s, ch].reshape(npix)
+        k = idx[s, ch].reshape(npix)
+        out = y[s, ch].reshape(npix)
         for p in range(npix):
-            plane[k[p]] += g[p]
+            plane[k[p]] = zero + (zero if relu and out[p] <= zero else g[p])
 
 
 @njit(parallel=True, **_jit)
@@ -850,7 +883,7 @@ def _avg_pool_bwd(gy, kh, kw, sh, sw, ph, pw, dx):
 
 
 @register("max_pool2d_forward", "numba")
-def max_pool2d_forward(x, kernel, stride, padding):
+def max_pool2d_forward(x, kernel, stride, padding, relu=False):
     x = np.ascontiguousarray(x)
     n, c, h, w = x.shape
     oh = conv_out_size(h, kernel[0], stride[0], padding[0], 1)
@@ -858,16 +891,34 @@ def max_pool2d_forward(x, kernel, stride, padding):
     y = cpu_buffers.empty((n, c, oh, ow), x.dtype)
     idx = cpu_buffers.empty((n, c, oh, ow), np.int32)
     if kernel == (2, 2) and stride == (2, 2) and padding == (0, 0):
-        _launch(_max_pool_2x2_fwd, x.size, x, y, idx)
+        _launch(_max_pool_2x2_fwd, x.size, x, y, idx, relu)
     else:
-        _launch(_max_pool_fwd, x.size, x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y, idx)
+        _launch(_max_pool_fwd, x.size, x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1], y, idx,
+                relu)
     return y, idx
 
 
 @register("max_pool2d_backward", "numba")
 def max_pool2d_backward(gy, idx, x_shape):
     dx = cpu_buffers.empty(x_shape, gy.dtype)
-    _launch(_max_pool_bwd, dx.size, np.ascontiguousarray(gy), np.ascontiguousarray(idx), dx)
+    gy = np.ascontiguousarray(gy)
+    _launch(_max_pool_bwd, dx.size, gy, np.ascontiguousarray(idx), dx, gy, False)
+    return dx
+
+
+@register("relu_max_pool2d_forward", "numba")
+def relu_max_pool2d_forward(x, kernel, stride, padding):
+    """(relu(max_pool2d(x)), argmax) in one pass: the pool kernels with ReLU applied as each max is stored."""
+    return max_pool2d_forward(x, kernel, stride, padding, relu=True)
+
+
+@register("relu_max_pool2d_backward", "numba")
+def relu_max_pool2d_backward(gy, y, idx, x_shape, kernel, stride, padding):
+    """dx of y = relu(max_pool2d(x)): ReLU's backward select and the pool's scatter in one pass."""
+    dx = cpu_buffers.empty(x_shape, gy.dtype)
+    disjoint = stride[0] >= kernel[0] and stride[1] >= kernel[1]
+    _launch(_max_pool_bwd_disjoint if disjoint else _max_pool_bwd, dx.size, np.ascontiguousarray(gy),
+            np.ascontiguousarray(idx), dx, np.ascontiguousarray(y), True)
     return dx
 
 

@@ -27,7 +27,8 @@ from . import cpu_buffers, register
 __all__ = [
     "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-    "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward",
+    "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "relu_max_pool2d_forward",
+    "relu_max_pool2d_backward", "avg_pool2d_forward",
     "avg_pool2d_backward",
     "matmul", "GemmCall", "record_gemms", "log_gemm",
 ]
@@ -311,6 +312,19 @@ def max_pool2d_backward(gy, idx, x_shape):
     # bincount sums repeated indices in a fixed order (deterministic), in float64
     dx = np.bincount(flat_idx, weights=gy.ravel(), minlength=planes * h * w)
     return dx.astype(gy.dtype, copy=False).reshape(x_shape)
+
+
+@register("relu_max_pool2d_forward", "numpy")
+def relu_max_pool2d_forward(x, kernel, stride, padding):
+    """(relu(max_pool2d(x)), argmax): ReLU applied to the pooled map (v <= 0 -> +0.0, NaN kept)."""
+    y, idx = max_pool2d_forward(x, kernel, stride, padding)
+    return np.where(y <= 0, y.dtype.type(0), y), idx
+
+
+@register("relu_max_pool2d_backward", "numpy")
+def relu_max_pool2d_backward(gy, y, idx, x_shape, kernel, stride, padding):
+    """dx of y = relu(max_pool2d(x)): the pool's backward of g where y > 0, else 0 (idx holds the window)."""
+    return max_pool2d_backward(np.where(y <= 0, gy.dtype.type(0), gy), idx, x_shape)
 
 
 @register("avg_pool2d_forward", "numpy")

@@ -65,24 +65,33 @@ class ReLUMaxPool2d(Function):
     y > 0 the argmax of x and of relu(x) is the same element (the first maximum); where y = 0 both
     orders give a zero gradient to the whole window. So outputs and gradients are bit-identical to
     the two separate ops (tests/test_pool.py).
+
+    On the CPU each direction is one primitive (`relu_max_pool2d_forward`: the pool kernel stores
+    max(window max, 0); `relu_max_pool2d_backward`: the scatter puts g or 0 as y > 0 or not), which
+    saves ReLU's own passes over the pooled map; elsewhere the pool and ReLU primitives run in turn.
     """
 
     @staticmethod
     def forward(ctx, x, *, kernel_size, stride, padding):
-        from .activation import relu_array   # noqa: PLC0415 - activation imports nothing from here
-        pooled, idx = kernel("max_pool2d_forward", x)(x, kernel_size, stride, padding)
-        y = relu_array(pooled)
+        window = (kernel_size, stride, padding)
+        if device_of(x) == "cpu":
+            y, idx = kernel("relu_max_pool2d_forward", x)(x, *window)
+        else:
+            from .activation import relu_array   # noqa: PLC0415 - activation imports nothing from here
+            pooled, idx = kernel("max_pool2d_forward", x)(x, *window)
+            y = relu_array(pooled)
         ctx.save_for_backward(idx, y)
         ctx.x_shape = x.shape
-        ctx.window = (kernel_size, stride, padding)
+        ctx.window = window
         return y
 
     @staticmethod
     def backward(ctx, g):
-        from .activation import grad_buffer, relu_grad_array   # noqa: PLC0415
         idx, y = ctx.saved_tensors
-        out = grad_buffer(g)        # first: as another call's argument, g would hold one more reference
-        return _max_pool_backward(relu_grad_array(g, y, out=out), idx, ctx.x_shape, ctx.window)
+        if device_of(g) == "cpu":
+            return kernel("relu_max_pool2d_backward", g)(g, y, idx, ctx.x_shape, *ctx.window)
+        from .activation import relu_grad_array   # noqa: PLC0415
+        return _max_pool_backward(relu_grad_array(g, y), idx, ctx.x_shape, ctx.window)
 
 
 class AvgPool2d(Function):
