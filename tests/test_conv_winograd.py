@@ -252,9 +252,16 @@ def test_backward_weight_matches_float64_reference(padding, dtype, whole, block_
     x = rng.standard_normal((5, 9, 9, 8)).astype(dtype)
     oh, ow = 9 + 2 * padding[0] - 2, 8 + 2 * padding[1] - 2
     gy = rng.standard_normal((5, 7, oh, ow)).astype(dtype)
-    dw = W.conv2d_backward_weight(gy, x, padding, block_bytes=block_bytes, whole=whole, tile=tile)
+    bias_grad = {}
+    dw = W.conv2d_backward_weight(gy, x, padding, block_bytes=block_bytes, whole=whole, tile=tile,
+                                  bias_grad=bias_grad)
     ref = NP.conv2d_backward_weight(gy.astype(np.float64), x.astype(np.float64), (7, 9, 3, 3), (1, 1), padding,
                                     (1, 1), 1)
+    # the bias gradient read off the transformed gradient's tile sums: float32 tile sums, added in float64
+    db = bias_grad["db"]
+    assert db.shape == (7,) and db.dtype == dtype
+    db_ref = gy.astype(np.float64).sum(axis=(0, 2, 3))
+    assert np.all(np.abs(db - db_ref) <= 8 * np.finfo(dtype).eps * np.abs(gy).astype(np.float64).sum(axis=(0, 2, 3)))
     absolute = NP.conv2d_backward_weight(np.abs(gy).astype(np.float64), np.abs(x).astype(np.float64), (7, 9, 3, 3),
                                          (1, 1), padding, (1, 1), 1)
     bound = {2: 64, 4: 512}[tile] * np.finfo(dtype).eps * absolute
@@ -295,8 +302,12 @@ def test_thread_count_does_not_change_results(which, tile):
     if which == "forward":
         outs = _with_threads(lambda whole: W.conv2d_forward(x, w, (1, 1), block_bytes=40_000, whole=whole, tile=tile))
     else:
-        outs = _with_threads(lambda whole: W.conv2d_backward_weight(gy, x, (1, 1), block_bytes=40_000, whole=whole,
-                                                                    tile=tile))
+        def both(whole):
+            bias_grad = {}
+            dw = W.conv2d_backward_weight(gy, x, (1, 1), block_bytes=40_000, whole=whole, tile=tile,
+                                          bias_grad=bias_grad)
+            return np.concatenate([dw.ravel(), bias_grad["db"]])
+        outs = _with_threads(both)
     tiles = (12 // tile) ** 2
     assert len(W._blocks(16, (tile + 2) ** 2 * (8 + 12) * tiles * 4, 40_000)) > 2
     for whole, (one, two) in outs.items():
@@ -310,6 +321,7 @@ def test_thread_count_does_not_change_results(which, tile):
         absolute = NP.conv2d_backward_weight(np.abs(gy).astype(np.float64), np.abs(x).astype(np.float64),
                                              w.shape, (1, 1), (1, 1), (1, 1), 1)
         bound = {2: 64, 4: 512}[tile] * np.finfo(np.float32).eps * absolute
+        bound = np.concatenate([bound.ravel(), 8 * np.finfo(np.float32).eps * np.abs(gy).sum(axis=(0, 2, 3))])
     assert (np.abs(outs[True][0].astype(np.float64) - outs[False][0]) <= 2 * bound).all()
 
 

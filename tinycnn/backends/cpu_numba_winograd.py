@@ -575,8 +575,14 @@ def conv2d_backward_data(gy, w, padding, block_bytes=None, whole=None, tile=None
 _DW_GROUPS = 8
 
 
-def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=None):
+def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=None, bias_grad=None):
     """dW (O, C, 3, 3) of y = conv2d(x, w, stride 1, `padding`), given gy (N, O, OH, OW).
+
+    bias_grad (a dict): also set bias_grad["db"] (O,) = sum of gy over samples and pixels, read off the
+    transformed gradient: row 1 of A (F(2x2): [1, 1]; F(4x4): [1, 1, 1, 1]) sums a tile's rows, so
+    dM[1, 1] = 1^T dY 1 is the tile's sum, and db is the sum of that slab over all tiles (per block in
+    float64, the blocks' sums added in block order: the same for any thread count). This saves the
+    separate pass over gy that NumPy's single-threaded sum took (0.9 ms of the reference CNN's step).
 
     Backpropagation through the forward's formula: dM = A dY A^T per tile, dU[k] (O, C) = sum over
     tiles of dM[k] (O, T) @ V[k]^T (T, C), dW = G^T dU G: 16 GEMMs of O x T x C multiply-adds instead of
@@ -596,7 +602,10 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=No
     if whole is None:
         whole = _whole_by_default(o, c, x.itemsize, block_bytes, k)
     du = _slabs("wino_du", o, c, x.dtype, k)
+    tile_sum = tile + 3           # slab (tile + 2) * 1 + 1: dM[1, 1]
+    want_db = bias_grad is not None
     if whole:
+        db = np.zeros(o)
         part = _slabs("wino_part", o, c, x.dtype, k)
         for sl in batch_chunks(n, per_sample):
             lo0, t = sl.start, (sl.stop - sl.start) * tiles
@@ -611,10 +620,13 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=No
             np.matmul(dm, v.transpose(0, 2, 1), out=part if sl.start else du)     # every BLAS thread
             if sl.start:
                 du += part
+            if want_db:
+                db += dm[tile_sum].sum(axis=1, dtype=np.float64)
     else:
         blocks = _blocks(n, per_sample, block_bytes)
         groups = _split(0, len(blocks), _DW_GROUPS)
         partial = [_slabs(f"wino_du{g}", o, c, x.dtype, k) for g in range(len(groups))]
+        db_parts = np.zeros((len(blocks), o)) if want_db else None
         for lo, hi in blocks:
             log_gemm(GemmCall(o, (hi - lo) * tiles, c, False, True, x.dtype.str, True, k, True))
 
@@ -629,6 +641,8 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=No
                     dm = _slabs("wino_m", o, t, x.dtype, k)
                     transform(x[lo:hi], ph, pw, th, tw, v)
                     grad_transform(gy[lo:hi], th, tw, dm)
+                    if want_db:
+                        dm[tile_sum].sum(axis=1, dtype=np.float64, out=db_parts[bi])
                     np.matmul(dm, v.transpose(0, 2, 1), out=acc if bi == groups[g][0] else part)
                     if bi != groups[g][0]:
                         acc += part
@@ -636,6 +650,10 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=No
         du[...] = 0
         for g in range(len(groups)):
             du += partial[g]
+        if want_db:
+            db = db_parts.sum(axis=0)
+    if want_db:
+        bias_grad["db"] = db.astype(x.dtype)
     dw = np.empty((o, c, 3, 3), dtype=x.dtype)
     _workers.run(lambda lo, hi: dw_transform(du, dw, lo, hi), _row_blocks(o, c))
     return dw
