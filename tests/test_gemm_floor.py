@@ -31,8 +31,9 @@ def _expected(n, dtype, train):
     """The reference CNN's GEMMs, from the formulas in tinycnn/ops/conv.py, linear.py and cpu_numba.py.
 
     conv1 (C_in = 1) runs as direct kernels; conv2 (32 -> 64, 3x3, 14x14) is Winograd F(2x2, 3x3):
-    per block of samples, 16 products M[k] (64, T) = U[k] (64, 32) @ V[k] (32, T), T = 49 tiles per
-    sample; dX is the same with the turned kernel, U[k] (32, 64); dU[k] (64, 32) = dM[k] (64, T) @ V[k]^T.
+    per block of samples, 16 products M[k] (64, T) = U[k] (64, 32) @ V[k]^T, T = 49 tiles per sample, with
+    V[k] (T, 32) stored channels last (so read transposed); dX is the same with the turned kernel, U[k]
+    (32, 64); dU[k] (64, 32) = dM[k] (64, T) @ V[k].
     linear: Y = X W^T; dX = G W; dW = G^T X.
     """
     p = n * 14 * 14
@@ -46,7 +47,7 @@ def _expected(n, dtype, train):
 
     def winograd(o, c):
         blocks = WG._blocks(n, k * (c + o) * tiles * item, None)
-        return [GemmCall(o, c, (hi - lo) * tiles, False, False, np.dtype(dtype).str, True, k, True)
+        return [GemmCall(o, c, (hi - lo) * tiles, False, True, np.dtype(dtype).str, True, k, True)
                 for lo, hi in blocks]
     fwd = winograd(64, 32) + [g(n, 3136, 128, b_t=True), g(n, 128, 2, b_t=True)]
     if not train:
@@ -54,7 +55,7 @@ def _expected(n, dtype, train):
     # backward runs in reverse order: linear2, linear1 (dX, dW each), then conv2 (dX, dW)
     bwd = [g(n, 2, 128), g(2, n, 128, a_t=True), g(n, 128, 3136), g(128, n, 3136, a_t=True)]
     blocks = WG._blocks(n, k * (32 + 64) * tiles * item, None)
-    bwd += winograd(32, 64) + [GemmCall(64, (hi - lo) * tiles, 32, False, True, np.dtype(dtype).str, True, k, True)
+    bwd += winograd(32, 64) + [GemmCall(64, (hi - lo) * tiles, 32, False, False, np.dtype(dtype).str, True, k, True)
                                for lo, hi in blocks]
     return fwd + bwd
 
