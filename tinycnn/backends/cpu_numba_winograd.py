@@ -237,14 +237,18 @@ def _output_transform(m, bias, has_bias, th, tw, y):
     """y[s, o, mt a:mt a + mt, mt b:mt b + mt] = A^T m A (+ bias[o]) for tile (a, b) of sample s, m[i, j] =
     M[(mt + 2) i + j, o, s th tw + a tw + b], mt = 2 or 4 (16 or 36 slabs); the rows and columns of the
     last tiles beyond OH, OW are dropped. The blocks of a channel are computed for all tiles at once
-    (`_blocks_of_channel`), then each output row is filled from mt rows of them, column q of every tile
-    from block row q (row views and plain strided stores: 25-30% faster than 4-D indexing per element)."""
+    (`_blocks_of_channel`, in SIMD lanes), then stored into y: for F(2x2, 3x3) tile by tile, two values
+    into each of the tile's two rows (`_store_blocks_f2`), else each output row is filled from mt rows of
+    blocks through row views."""
     n, o, oh, ow = y.shape
     mt = 2 if m.shape[0] == 16 else 4
     tiles = th * tw
     blocks = np.empty((mt * mt, m.shape[2]), dtype=y.dtype)
     for ch in range(o):
         _blocks_of_channel(m, ch, bias[ch] if has_bias else y.dtype.type(0), blocks)
+        if mt == 2:
+            _store_blocks_f2(blocks, ch, tw, y)
+            continue
         for s in range(n):
             base = s * tiles
             ys = y[s, ch]
@@ -256,6 +260,40 @@ def _output_transform(m, bias, has_bias, th, tw, y):
                         src = blocks[mt * r + q, t0:t0 + tw]
                         for b in range((ow - q + mt - 1) // mt):      # the tiles whose column q is inside
                             yrow[mt * b + q] = src[b]
+
+
+@njit(cache=True, nogil=True)
+def _store_blocks_f2(blocks, ch, tw, y):
+    """y[s, ch] from the 2x2 blocks of its tiles (blocks[r * 2 + q, t]: output (r, q) of tile t), one
+    tile at a time: 4 loads and 4 stores per tile without per-row views (2x faster than filling each
+    output row's even and odd columns in separate passes: 64 channels x 6 samples at 14x14, 124 -> 64 us).
+    An odd last row or column takes the first row or column of its tiles."""
+    n, _, oh, ow = y.shape
+    b0, b1, b2, b3 = blocks[0], blocks[1], blocks[2], blocks[3]
+    hh, hw = oh // 2, ow // 2
+    tiles = -(-oh // 2) * tw
+    for s in range(n):
+        ys = y[s, ch]
+        for a in range(hh):
+            y0, y1 = ys[2 * a], ys[2 * a + 1]
+            t0 = s * tiles + a * tw
+            for b in range(hw):
+                t = t0 + b
+                y0[2 * b] = b0[t]
+                y0[2 * b + 1] = b1[t]
+                y1[2 * b] = b2[t]
+                y1[2 * b + 1] = b3[t]
+            if ow % 2:
+                y0[ow - 1] = b0[t0 + hw]
+                y1[ow - 1] = b2[t0 + hw]
+        if oh % 2:
+            yl = ys[oh - 1]
+            t0 = s * tiles + hh * tw
+            for b in range(hw):
+                yl[2 * b] = b0[t0 + b]
+                yl[2 * b + 1] = b1[t0 + b]
+            if ow % 2:
+                yl[ow - 1] = b0[t0 + hw]
 
 
 @njit(cache=True, nogil=True)
