@@ -279,17 +279,20 @@ def test_sequential_runs_relu_then_max_pool_as_one_op_unless_hooked(monkeypatch)
     from tinycnn import nn
     from tinycnn.ops import pool
     calls = []
-    real = pool.ReLUMaxPool2d.apply
-    monkeypatch.setattr(pool.ReLUMaxPool2d, "apply", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for fn in (pool.ReLUMaxPool2d, pool.Conv2dReLUMaxPool2d):
+        monkeypatch.setattr(fn, "apply", lambda *a, _f=fn.apply, _n=fn.__name__, **k: calls.append(_n) or _f(*a, **k))
     tinycnn.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 2))
     x = tinycnn.randn(2, 1, 8, 8)
     y = model(x)
-    assert calls == [1]
+    assert calls == ["Conv2dReLUMaxPool2d"]              # a first layer in training: conv, ReLU and pool as one op
+    y_grad_x = model(tinycnn.tensor(x.numpy(), requires_grad=True))
+    assert calls[1:] == ["ReLUMaxPool2d"]                  # x needs a gradient: the conv, then ReLU + pool as one op
     seen = []
     handle = model[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
     y_hooked = model(x)
-    assert calls == [1] and seen == [(2, 4, 8, 8)]      # the hook sees ReLU's own full-size output
+    assert calls[2:] == [] and seen == [(2, 4, 8, 8)]      # hooked: the modules run; the hook sees the full-size output
+    np.testing.assert_array_equal(y.numpy(), y_grad_x.numpy())
     handle.remove()
     np.testing.assert_array_equal(y.numpy(), y_hooked.numpy())
     # a non-4-D input is left to the modules (and their own errors)
@@ -459,3 +462,79 @@ def test_sequential_runs_conv_relu_pool_as_one_op_for_inference(fused_calls):
     assert len(calls) == 1
     with pytest.raises(ValueError, match="expected input with 1 channels"):
         model(tinycnn.randn(2, 3, 6, 6))
+
+
+# ---------------------------------------------------------------------- a first layer's conv + ReLU + pool in training
+def _first_layer_both(xa, wa, ba, padding, g):
+    """(z, dW, db) of relu(max_pool2d(conv2d(x) + b, 2)) with x needing no gradient: through
+    ops.pool.conv2d_relu_max_pool2d (Conv2dReLUMaxPool2d) and through the three ops in turn."""
+    from tinycnn.ops.pool import conv2d_relu_max_pool2d
+    outs = []
+    for fused in (True, False):
+        x = Tensor(xa)
+        w = Tensor(wa.copy(), requires_grad=True)
+        b = None if ba is None else Tensor(ba.copy(), requires_grad=True)
+        z = (conv2d_relu_max_pool2d(x, w, b, padding=padding) if fused
+             else F.max_pool2d(F.relu(F.conv2d(x, w, b, padding=padding)), 2))
+        z.backward(Tensor(g))
+        outs.append((z.numpy().copy(), w.grad.numpy().copy(), None if b is None else b.grad.numpy().copy()))
+    return outs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("c,h,w,padding", [(1, 12, 12, 1), (1, 11, 9, 1), (1, 10, 13, 0), (1, 9, 9, 2), (3, 10, 10, 1)],
+                         ids=["1ch-even", "1ch-odd", "1ch-pad0", "1ch-pad2", "3ch-dense"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_first_layer_conv_relu_pool_matches_the_three_ops_and_torch(dtype, c, h, w, padding, bias, cpu_family):
+    """Same z bit for bit; dW and db within float rounding of the separate ops' (the sparse kernel sums
+    the nonzero terms only, in float64) and of PyTorch's. Outputs <= 0 (ReLU) and ties (argmax) occur."""
+    rng = np.random.default_rng(11)
+    xa = rng.integers(-3, 4, (3, c, h, w)).astype(dtype)         # small integers: ties in the windows
+    wa = (rng.standard_normal((5, c, 3, 3)) * 0.5).astype(dtype)
+    ba = (rng.standard_normal(5) * 0.1).astype(dtype) if bias else None
+    oh, ow = h + 2 * padding - 2, w + 2 * padding - 2
+    g = rng.standard_normal((3, 5, oh // 2, ow // 2)).astype(dtype)
+    (z1, dw1, db1), (z0, dw0, db0) = _first_layer_both(xa, wa, ba, padding, g)
+    assert np.array_equal(z1, z0) and (z0 == 0).any() and (z0 > 0).any()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw1, dw0, **tol)
+    tw = torch.tensor(wa, requires_grad=True)
+    tb = torch.tensor(ba, requires_grad=True) if bias else None
+    tz = TF.max_pool2d(torch.relu(TF.conv2d(torch.tensor(xa), tw, tb, padding=padding)), 2)
+    tz.backward(torch.tensor(g))
+    np.testing.assert_allclose(z1, tz.detach().numpy(), **tol)
+    np.testing.assert_allclose(dw1, tw.grad.numpy(), **tol)
+    if bias:
+        np.testing.assert_allclose(db1, db0, **tol)
+        np.testing.assert_allclose(db1, tb.grad.numpy(), **tol)
+    else:
+        assert db1 is None
+
+
+def test_first_layer_conv_relu_pool_gradcheck():
+    from tinycnn.ops.pool import conv2d_relu_max_pool2d
+    rng = np.random.default_rng(12)
+    x = Tensor(rng.permutation(2 * 8 * 8).reshape(2, 1, 8, 8) / 17.0 - 1.0)    # distinct values: no ties
+    w = Tensor(rng.standard_normal((3, 1, 3, 3)), requires_grad=True)
+    b = Tensor(rng.standard_normal(3) * 0.1, requires_grad=True)
+    assert gradcheck(lambda w_, b_: conv2d_relu_max_pool2d(x, w_, b_, padding=1), (w, b))
+
+
+def test_first_layer_pooled_weight_grad_does_not_depend_on_threads():
+    """The sparse kernel's samples go into fixed chunks whose sums are added in order: 1 and 2 threads agree."""
+    import numba
+    from tinycnn.backends import cpu_numba
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((37, 1, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    y = cpu_numba.conv2d_forward(x, w, (1, 1), (1, 1), (1, 1), 1)
+    z, idx = cpu_numba.relu_max_pool2d_forward(y, (2, 2), (2, 2), (0, 0))
+    g = rng.standard_normal(z.shape).astype(np.float32)
+    prev, outs = numba.get_num_threads(), []
+    try:
+        for t in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(t)
+            outs.append(cpu_numba.conv2d_relu_max_pool2d_backward_weight(g, z, idx, x, w.shape, (1, 1)))
+    finally:
+        numba.set_num_threads(prev)
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])

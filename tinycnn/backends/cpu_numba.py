@@ -34,7 +34,8 @@ _threads.start_numba_threads()  # before any parallel kernel runs: idle OpenMP w
 
 __all__ = ["clear_workspace", "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
            "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "relu_max_pool2d_forward",
-           "relu_max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward"]
+           "relu_max_pool2d_backward", "conv2d_relu_max_pool2d_backward_weight", "avg_pool2d_forward",
+           "avg_pool2d_backward"]
 
 _jit = dict(cache=True, nogil=True)
 
@@ -361,6 +362,75 @@ def _direct_bwd_weight_s1(gy, xp, dh, dw, dwt, db, want_db, taps9):
             for k in range(m):
                 total += acc_b[k]
             db[oc] = total
+
+
+_POOLED_DW_CHUNKS = 8   # fixed sample chunks of `_pooled_weight_grad` (their sums do not depend on threads)
+
+
+@njit(parallel=True, **_jit)
+def _pooled_weight_grad(gp, y, idx, xp, w_out, dwt, db):
+    """dW, db of z = relu(max_pool2d(conv2d(x, w) + b, 2)) for a 1-channel x and 3x3 kernels at stride 1,
+    from the gradient gp of z, without the full-size gradient of the convolution's output.
+
+    That gradient is zero except at the argmax of each 2x2 window whose output y is > 0, where it is
+    gp; so dW[o, i, j] = sum over those windows of gp x_pad[argmax + (i, j)] (9 products per window, 1/4
+    of the dense sum's) and db[o] = the sum of those gp. The window's argmax (flat index in the w_out-wide
+    output plane) gives its row and column offset in the window without a division. Each sample's sums
+    are taken in float64 registers, then added into its fixed chunk's partial sums (chunks in parallel),
+    and the chunks in order: the same result for any thread count. (Reference CNN conv1, 128 x 32 x 28x28:
+    6.5 -> 4.5 ms at 2 threads, 10.5 -> 5.5 at 1, against the pool backward and dense weight gradient.)"""
+    n, o, ph, pw = gp.shape
+    wp = xp.shape[3]
+    zero = gp.dtype.type(0)
+    chunks = _POOLED_DW_CHUNKS
+    part = np.zeros((chunks, o, 10))
+    for ck in prange(chunks):
+        acc = part[ck]
+        for s in range(ck * n // chunks, (ck + 1) * n // chunks):
+            src = xp[s, 0].reshape(xp.shape[2] * wp)
+            for oc in range(o):
+                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = s8 = sb = 0.0
+                g2, y2, i2 = gp[s, oc], y[s, oc], idx[s, oc]
+                for a in range(ph):
+                    grow, yrow, irow = g2[a], y2[a], i2[a]
+                    base = 2 * a * w_out
+                    for b in range(pw):
+                        if yrow[b] <= zero:          # ReLU's backward: no gradient (as `_relu_bwd`'s select)
+                            continue
+                        g = np.float64(grow[b])
+                        k = irow[b] - base - 2 * b     # 0, 1, w_out or w_out + 1
+                        dr = 1 if k >= w_out else 0
+                        p = (2 * a + dr) * wp + 2 * b + k - dr * w_out   # tap (0, 0) in the padded plane
+                        s0 += g * src[p]
+                        s1 += g * src[p + 1]
+                        s2 += g * src[p + 2]
+                        s3 += g * src[p + wp]
+                        s4 += g * src[p + wp + 1]
+                        s5 += g * src[p + wp + 2]
+                        s6 += g * src[p + 2 * wp]
+                        s7 += g * src[p + 2 * wp + 1]
+                        s8 += g * src[p + 2 * wp + 2]
+                        sb += g
+                r = acc[oc]
+                r[0] += s0
+                r[1] += s1
+                r[2] += s2
+                r[3] += s3
+                r[4] += s4
+                r[5] += s5
+                r[6] += s6
+                r[7] += s7
+                r[8] += s8
+                r[9] += sb
+    for oc in range(o):
+        for t in range(10):
+            total = 0.0
+            for ck in range(chunks):
+                total += part[ck, oc, t]
+            if t < 9:
+                dwt[oc, 0, t // 3, t % 3] = total
+            else:
+                db[oc] = total
 
 
 @njit(parallel=True, **_jit)
@@ -905,6 +975,29 @@ def max_pool2d_backward(gy, idx, x_shape):
     gy = np.ascontiguousarray(gy)
     _launch(_max_pool_bwd, dx.size, gy, np.ascontiguousarray(idx), dx, gy, False)
     return dx
+
+
+@register("conv2d_relu_max_pool2d_backward_weight", "numba")
+def conv2d_relu_max_pool2d_backward_weight(gp, y, idx, x, w_shape, padding):
+    """(dW, db) of z = relu(max_pool2d(conv2d(x, w, stride 1, padding) + b, 2)) from z's gradient gp, its
+    output y and argmax idx: the sparse `_pooled_weight_grad` for 1-channel 3x3 kernels, else the
+    relu + pool backward and the dense weight gradient in turn."""
+    n, c, h, wd = x.shape
+    oh, ow = h + 2 * padding[0] - w_shape[2] + 1, wd + 2 * padding[1] - w_shape[3] + 1
+    if c != 1 or w_shape[1:] != (1, 3, 3):
+        g = relu_max_pool2d_backward(gp, y, idx, (n, w_shape[0], oh, ow), (2, 2), (2, 2), (0, 0))
+        bias_grad = {}
+        dw = conv2d_backward_weight(g, x, w_shape, (1, 1), padding, (1, 1), 1, bias_grad=bias_grad)
+        db = bias_grad.get("db")
+        return dw, g.sum(axis=(0, 2, 3)) if db is None else db
+    x = np.ascontiguousarray(x)
+    xp = _workspace.get("pad", (n, c, h + 2 * padding[0] + 1, wd + 2 * padding[1]), x.dtype)
+    _launch(_pad_planes, xp.size, x, padding[0], padding[1], xp)
+    dwt = np.empty(w_shape, dtype=gp.dtype)
+    db = np.empty(w_shape[0], dtype=gp.dtype)
+    _launch(_pooled_weight_grad, gp.size * 10, np.ascontiguousarray(gp), np.ascontiguousarray(y),
+            np.ascontiguousarray(idx), xp, ow, dwt, db)
+    return dwt, db
 
 
 @register("relu_max_pool2d_forward", "numba")

@@ -28,7 +28,7 @@ __all__ = [
     "get_im2col_cap_bytes", "set_im2col_cap_bytes", "conv_out_size", "batch_chunks",
     "im2col", "col2im", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
     "conv2d_relu_max_pool2d_forward", "max_pool2d_forward", "max_pool2d_backward", "relu_max_pool2d_forward",
-    "relu_max_pool2d_backward", "avg_pool2d_forward",
+    "relu_max_pool2d_backward", "conv2d_relu_max_pool2d_backward_weight", "avg_pool2d_forward",
     "avg_pool2d_backward",
     "matmul", "GemmCall", "record_gemms", "log_gemm",
 ]
@@ -325,6 +325,16 @@ def relu_max_pool2d_forward(x, kernel, stride, padding):
 def relu_max_pool2d_backward(gy, y, idx, x_shape, kernel, stride, padding):
     """dx of y = relu(max_pool2d(x)): the pool's backward of g where y > 0, else 0 (idx holds the window)."""
     return max_pool2d_backward(np.where(y <= 0, gy.dtype.type(0), gy), idx, x_shape)
+
+
+@register("conv2d_relu_max_pool2d_backward_weight", "numpy")
+def conv2d_relu_max_pool2d_backward_weight(gp, y, idx, x, w_shape, padding):
+    """(dW, db) of z = relu(max_pool2d(conv2d(x, w, stride 1, padding) + b, 2)) from z's gradient gp: the
+    gradient of the convolution's output (relu + pool backward), then the weight and bias gradients."""
+    n, _, h, wd = x.shape
+    oh, ow = h + 2 * padding[0] - w_shape[2] + 1, wd + 2 * padding[1] - w_shape[3] + 1
+    g = relu_max_pool2d_backward(gp, y, idx, (n, w_shape[0], oh, ow), (2, 2), (2, 2), (0, 0))
+    return conv2d_backward_weight(g, x, w_shape, (1, 1), padding, (1, 1), 1), g.sum(axis=(0, 2, 3))
 
 
 @register("avg_pool2d_forward", "numpy")

@@ -22,7 +22,7 @@ from ..backends import device_of, kernel, xp_of
 from ..backends.cpu_numpy import conv_out_size
 from .conv import conv2d, conv_args, pair
 
-__all__ = ["MaxPool2d", "ReLUMaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "relu_max_pool2d",
+__all__ = ["MaxPool2d", "ReLUMaxPool2d", "Conv2dReLUMaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "relu_max_pool2d",
            "conv2d_relu_max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
@@ -92,6 +92,37 @@ class ReLUMaxPool2d(Function):
             return kernel("relu_max_pool2d_backward", g)(g, y, idx, ctx.x_shape, *ctx.window)
         from .activation import relu_grad_array   # noqa: PLC0415
         return _max_pool_backward(relu_grad_array(g, y), idx, ctx.x_shape, ctx.window)
+
+
+class Conv2dReLUMaxPool2d(Function):
+    """z = relu(max_pool2d(conv2d(x, w, stride 1, padding) + b, 2)) in training, for a first layer: x needs
+    no gradient, so backward returns dW and db only.
+
+    Forward: the convolution and `relu_max_pool2d_forward` primitives, as the separate ops run them (the
+    same z, bit for bit). Backward: the gradient of the convolution's output is zero except at the argmax
+    of each window with z > 0, where it is g; `conv2d_relu_max_pool2d_backward_weight` sums over those
+    windows only (the Numba version for 1-channel 3x3 kernels, `_pooled_weight_grad`; elsewhere the dense
+    gradient), so the full-size gradient of the convolution's output is never written. CPU only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b=None, *, padding):
+        fwd = kernel("conv2d_forward", x)
+        extra = {"bias": b} if b is not None and getattr(fwd, "fuses_bias", False) else {}
+        y = fwd(x, w, (1, 1), padding, (1, 1), 1, **extra)
+        if b is not None and not extra:
+            y += b.reshape(1, -1, 1, 1)
+        z, idx = kernel("relu_max_pool2d_forward", y)(y, (2, 2), (2, 2), (0, 0))
+        ctx.save_for_backward(x, idx, z)
+        ctx.opts = (w.shape, padding)
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        x, idx, z = ctx.saved_tensors
+        w_shape, padding = ctx.opts
+        dw, db = kernel("conv2d_relu_max_pool2d_backward_weight", g)(g, z, idx, x, w_shape, padding)
+        return None, dw, (db if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2] else None)
 
 
 class AvgPool2d(Function):
@@ -196,13 +227,19 @@ def conv2d_relu_max_pool2d(x, weight, bias=None, stride=1, padding=0, dilation=1
     on the CPU, this is the `conv2d_relu_max_pool2d_forward` primitive: the Numba family's direct and
     Winograd convolutions take the 2x2 max and the ReLU of each output block as they compute it, so the
     full-size map is never stored (a 2x2 Winograd output tile is exactly one pooling window). The values
-    are bit-identical to the three ops in turn, which is what runs otherwise (training, the GPU).
+    are bit-identical to the three ops in turn. In training on the CPU, when x needs no gradient (a first
+    layer; stride 1, no dilation or groups) it is `Conv2dReLUMaxPool2d`, whose backward computes dW and db
+    from the pooled gradient; otherwise (x needs a gradient, the GPU) the three ops run in turn.
     """
     from ..tensor import Tensor   # noqa: PLC0415 - tensor.py imports the ops
     s, p, d, g = conv_args(x, weight, bias, stride, padding, dilation, groups)
     oh = conv_out_size(x.shape[2], weight.shape[2], s[0], p[0], d[0])
     ow = conv_out_size(x.shape[3], weight.shape[3], s[1], p[1], d[1])
     needs_grad = is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if needs_grad and x.device == "cpu" and not x.requires_grad and s == (1, 1) and d == (1, 1) and g == 1 \
+            and min(oh, ow) >= 2:
+        # a first layer in training: the weight gradient straight from the pooled gradient
+        return Conv2dReLUMaxPool2d.apply(x, weight, *(() if bias is None else (bias,)), padding=p)
     if needs_grad or x.device != "cpu" or min(oh, ow) < 2:
         return relu_max_pool2d(conv2d(x, weight, bias, s, p, d, g), 2)
     fused = kernel("conv2d_relu_max_pool2d_forward", x.data)
