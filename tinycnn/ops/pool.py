@@ -22,8 +22,8 @@ from ..backends import device_of, kernel, xp_of
 from ..backends.cpu_numpy import conv_out_size
 from .conv import conv2d, conv_args, pair
 
-__all__ = ["MaxPool2d", "ReLUMaxPool2d", "Conv2dReLUMaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d", "relu_max_pool2d",
-           "conv2d_relu_max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
+__all__ = ["MaxPool2d", "ReLUMaxPool2d", "Conv2dReLUMaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "max_pool2d",
+           "relu_max_pool2d", "conv2d_relu_max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
 
 class MaxPool2d(Function):
