@@ -965,7 +965,8 @@ def conv2d_relu_max_pool2d_backward_weight(gp, y, idx, x, w_shape, padding):
     output y and argmax idx: the sparse `_pooled_weight_grad` for 1-channel 3x3 kernels, else the
     relu + pool backward and the dense weight gradient in turn."""
     n, c, h, wd = x.shape
-    oh, ow = h + 2 * padding[0] - w_shape[2] + 1, wd + 2 * padding[1] - w_shape[3] + 1
+    oh = conv_out_size(h, w_shape[2], 1, padding[0], 1)
+    ow = conv_out_size(wd, w_shape[3], 1, padding[1], 1)
     if c != 1 or w_shape[1:] != (1, 3, 3):
         g = relu_max_pool2d_backward(gp, y, idx, (n, w_shape[0], oh, ow), (2, 2), (2, 2), (0, 0))
         bias_grad = {}

@@ -581,6 +581,11 @@ def _v_ct(v, tile):
     return v.transpose(0, 2, 1) if tile == 2 else v
 
 
+def _v_tc(v, tile):
+    """V as the stack of (T, C) matrices that dM (O, T) multiplies (V itself when channels last)."""
+    return v if tile == 2 else v.transpose(0, 2, 1)
+
+
 def _split(lo, hi, parts):
     """[lo, hi) cut into at most `parts` contiguous, nearly equal ranges."""
     parts = max(1, min(parts, hi - lo))
@@ -714,7 +719,7 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=No
                 transform(x[lo:hi], ph, pw, th, tw, _v_chunk(v, tile, lo, hi, lo0, tiles))
                 grad_transform(gy[lo:hi], th, tw, _chunk_tiles(dm, lo, hi, lo0, tiles))
             _workers.run(transforms, _split(sl.start, sl.stop, 4 * numba.get_num_threads()))
-            np.matmul(dm, _v_ct(v, tile).transpose(0, 2, 1), out=part if sl.start else du)   # every BLAS thread
+            np.matmul(dm, _v_tc(v, tile), out=part if sl.start else du)   # every BLAS thread
             if sl.start:
                 du += part
             if want_db:
@@ -740,7 +745,7 @@ def conv2d_backward_weight(gy, x, padding, block_bytes=None, whole=None, tile=No
                     grad_transform(gy[lo:hi], th, tw, dm)
                     if want_db:
                         dm[tile_sum].sum(axis=1, dtype=np.float64, out=db_parts[bi])
-                    np.matmul(dm, _v_ct(v, tile).transpose(0, 2, 1), out=acc if bi == groups[g][0] else part)
+                    np.matmul(dm, _v_tc(v, tile), out=acc if bi == groups[g][0] else part)
                     if bi != groups[g][0]:
                         acc += part
         _workers.run(group, [(g, g + 1) for g in range(len(groups))])

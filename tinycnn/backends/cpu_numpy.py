@@ -332,7 +332,8 @@ def conv2d_relu_max_pool2d_backward_weight(gp, y, idx, x, w_shape, padding):
     """(dW, db) of z = relu(max_pool2d(conv2d(x, w, stride 1, padding) + b, 2)) from z's gradient gp: the
     gradient of the convolution's output (relu + pool backward), then the weight and bias gradients."""
     n, _, h, wd = x.shape
-    oh, ow = h + 2 * padding[0] - w_shape[2] + 1, wd + 2 * padding[1] - w_shape[3] + 1
+    oh = conv_out_size(h, w_shape[2], 1, padding[0], 1)
+    ow = conv_out_size(wd, w_shape[3], 1, padding[1], 1)
     g = relu_max_pool2d_backward(gp, y, idx, (n, w_shape[0], oh, ow), (2, 2), (2, 2), (0, 0))
     return conv2d_backward_weight(g, x, w_shape, (1, 1), padding, (1, 1), 1), g.sum(axis=(0, 2, 3))
 
