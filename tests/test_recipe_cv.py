@@ -48,6 +48,27 @@ def test_cross_validation_predicts_every_image_once_and_never_sees_test(tmp_path
     assert len(res["fold_auc"]) == 2 and len(lines) == 2
     assert 0.0 <= res["auc"] <= 1.0 and 0.0 <= res["acc"] <= 1.0 and res["nll"] > 0
     assert res["mean_fold_auc"] == pytest.approx(np.mean(res["fold_auc"]))
+    # the last checkpoints are scored too, and their pooled numbers come from their own predictions
+    last = res["last"]
+    assert len(last["fold_auc"]) == 2 and last["mean_fold_auc"] == pytest.approx(np.mean(last["fold_auc"]))
+    assert not np.isnan(res["last_probs"]).any() and res["last_probs"].shape == (n, 2)
+    np.testing.assert_allclose(res["last_probs"].sum(1), 1.0, rtol=1e-5)
+    assert last == {**last, **recipe_cv.scores(res["labels"], res["last_probs"])}
+
+
+def test_scores_match_sklearn():
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 50)
+    probs = rng.dirichlet(np.ones(3), 50)
+    got = recipe_cv.scores(labels, probs)
+    assert got["auc"] == pytest.approx(roc_auc_score(labels, probs, multi_class="ovr", average="macro"))
+    assert got["nll"] == pytest.approx(log_loss(labels, probs))
+    assert got["acc"] == pytest.approx(np.mean(probs.argmax(1) == labels))
+    two = rng.dirichlet(np.ones(2), 50)
+    y2 = rng.integers(0, 2, 50)
+    assert recipe_cv.scores(y2, two)["auc"] == pytest.approx(roc_auc_score(y2, two[:, 1]))
 
 
 def test_command_line_appends_one_json_line_per_seed(tmp_path, capsys):
@@ -59,4 +80,7 @@ def test_command_line_appends_one_json_line_per_seed(tmp_path, capsys):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["seed"] for r in rows] == [0, 1] and all(r["tag"] == "t" for r in rows)
     assert rows[0]["settings"] == {"model": "simplecnn", "epochs": 1, "ensemble": 1}
-    assert "mean over seeds" in capsys.readouterr().out
+    assert all(set(r["last"]) == {"auc", "acc", "nll", "fold_auc", "mean_fold_auc"} for r in rows)
+    printed = capsys.readouterr().out
+    assert "mean over seeds" in printed and "mean over seeds (last checkpoints)" in printed
+    assert "seed ensemble of the last checkpoints (2 seeds)" in printed
