@@ -68,7 +68,9 @@ def stratified_folds(labels, k: int, seed: int = 12345) -> np.ndarray:
 
 
 def cross_validate(dataset, data_dir, overrides, seed, folds, out_dir, log=print, subset=None) -> dict:
-    """Train one model per fold; returns pooled out-of-fold metrics and the per-fold AUCs.
+    """Train one model per fold; returns pooled out-of-fold metrics and the per-fold AUCs of the best
+    checkpoints, the same of the last checkpoints under "last", and "labels" / "last_probs" (the images'
+    labels and the last checkpoints' out-of-fold softmax, which seed ensembles average).
     `subset`: use only the first N images of each split (quick looks, tests)."""
     from tinycnn.data import ArrayDataset, DatasetSplits
     from tinycnn.training.checkpoint import build_model
