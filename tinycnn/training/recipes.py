@@ -82,10 +82,11 @@ last checkpoints; the test split unused), each variant against the adoption rule
 | double (20, 0.1, 0.2, 0.2)                            | 0.8874 / 0.8762  | 0.361 / 0.384 | 0.8868   |
 | batch 32 (100 epochs: the same ~1500 steps; EMA .9857) | 0.8904 / 0.8930  | 0.361 / 0.353 | 0.8978   |
 
-Half the ranges ties, double is worse, and so is batch 32. A third seed, run after that decision, agrees:
-seed 2 gives 0.8988 (default) and 0.8984 (half), the three seeds averaged 0.9054 and 0.9049. Mixing two variants' models in one average
-(default + 60 epochs, default + half ranges; 8 pairs of seeds) gave 0.897-0.912, mean 0.9045, against
-the default pair's 0.9025: a gain well inside the spread, so the members stay seeds of one recipe.
+Half the ranges ties, double is worse, and so is batch 32. A third seed, run after that decision, agrees: seed
+2 gives 0.8988 (default) and 0.8984 (half), the three seeds averaged 0.9054 and 0.9049. Mixing two variants'
+models in one average (default + 60 epochs, default + half ranges; 8 pairs of seeds) gave 0.897-0.912, mean
+0.9045, against the default pair's 0.9025: a gain well inside the spread, so the members stay seeds of one
+recipe.
 """
 from __future__ import annotations
 
