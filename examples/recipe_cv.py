@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from _common import default_data_dir
 
-from tinycnn.metrics import roc_auc
+from tinycnn.metrics import accuracy, roc_auc
 
 CHECKPOINTS = ("best", "last")  # the fold run's checkpoint chosen on the held-out fold, and its final one
 
@@ -96,20 +96,17 @@ def cross_validate(dataset, data_dir, overrides, seed, folds, out_dir, log=print
             fold_auc[w].append(scores(labels[va], probs[w][va])["auc"])
         log(f"  fold {k + 1}/{folds}: {len(tr)} train / {len(va)} held out, AUC {fold_auc['best'][-1]:.4f} "
             f"(last checkpoint {fold_auc['last'][-1]:.4f}) ({time.perf_counter() - t0:.0f} s)")
-    res = {**scores(labels, probs["best"]), "fold_auc": fold_auc["best"],
-           "mean_fold_auc": float(np.mean(fold_auc["best"])), "n_images": int(len(labels)),
-           "seconds": time.perf_counter() - t0}
-    res["last"] = {**scores(labels, probs["last"]), "fold_auc": fold_auc["last"],
-                   "mean_fold_auc": float(np.mean(fold_auc["last"]))}
-    res["labels"], res["last_probs"] = labels, probs["last"]
-    return res
+    pooled = {w: {**scores(labels, probs[w]), "fold_auc": fold_auc[w], "mean_fold_auc": float(np.mean(fold_auc[w]))}
+              for w in CHECKPOINTS}
+    return {**pooled["best"], "n_images": int(len(labels)), "seconds": time.perf_counter() - t0,
+            "last": pooled["last"], "labels": labels, "last_probs": probs["last"]}
 
 
 def scores(labels, probs) -> dict:
     """AUC (macro one-vs-rest; the positive class's column for two classes), ACC and NLL of softmax outputs."""
     score = probs[:, 1] if probs.shape[1] == 2 else probs
     return {"auc": float(roc_auc(labels, score, average="macro")),
-            "acc": float(np.mean(probs.argmax(1) == labels)),
+            "acc": accuracy(labels, probs.argmax(1)),
             "nll": float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))}
 
 
