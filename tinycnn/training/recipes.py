@@ -84,12 +84,13 @@ rule fixed before its runs (mean pooled AUC +0.005 or more, higher in both seeds
 | SGD, Nesterov momentum 0.9, lr 0.05, L2 5e-4           | 0.8924 / 0.8854  | 0.359 / 0.357 | 0.8945   |
 | 1.5x wider VGG (48-48-96-96-192 channels, 2.25x cost)  | 0.9016 / 0.8964  | 0.339 / 0.354 | 0.9044   |
 
-Half the ranges ties, double is worse, and so are batch 32 and SGD. The wider network gains +0.0036 on the
-mean but is lower in seed 1, and it would cost 2.25x per image, leaving room for 3 ensemble members instead of 5:
-not adopted. A third seed, run after those decisions, agrees: seed 2 gives 0.8988 (default) and 0.8984 (half),
-the three seeds averaged 0.9054 and 0.9049. Mixing two variants' models in one average (default + 60 epochs,
-default + half ranges; 8 pairs of seeds) gave 0.897-0.912, mean 0.9045, against the default pair's 0.9025: a
-gain well inside the spread, so the members stay seeds of one recipe.
+Half the ranges ties, double is worse, and so are batch 32 and SGD. The wider network gains +0.0036 on the mean but
+is lower in seed 1, and it would cost 2.25x per image, leaving room for 3 ensemble members instead of 5: not
+adopted. A third seed, run after those decisions, agrees: seed 2 gives 0.8988 (default), 0.8984 (half) and 0.8994
+(wider); the three seeds' averaged softmax 0.9054, 0.9049 and 0.9059 (NLL 0.336, 0.339, 0.339). Mixing two
+variants' models in one average (default + 60 epochs, default + half ranges; 8 pairs of seeds) gave 0.897-0.912,
+mean 0.9045, against the default pair's 0.9025: a gain well inside the spread, so the members stay seeds of one
+recipe.
 """
 from __future__ import annotations
 
